@@ -1,0 +1,1 @@
+"""Data: raw-format adapters, the canonical dataset, splits, the demo renderer."""

@@ -1,0 +1,1 @@
+"""Raw-format adapters. Each module exposes ``read(raw: Path, **options) -> Iterator[Sample]``."""
