@@ -261,7 +261,16 @@ def test_pixel_metrics_from_semantic_npz(tmp_path):
 
 
 def test_cli_evaluate_writes_metrics_with_provenance(tmp_path):
-    from overlapseg.cli import main
+    import argparse
+
+    from overlapseg.evaluate.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    def main(argv):
+        args = parser.parse_args(argv)
+        return args.func(args) or 0
 
     gt, preds = toy_case(seed=2, n_images=1, size=64)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
@@ -274,6 +283,7 @@ def test_cli_evaluate_writes_metrics_with_provenance(tmp_path):
     assert data["provenance"] == {"id": "p1"} and data["params"]["iou_type"] == "boundary"
     # With --iou-type boundary the AP keys are the boundary AP.
     assert data["mean"]["AP"] == data["mean"]["boundary_AP"]
-    assert main(["evaluate", "--gt", str(tmp_path / "missing.json"), "--pred", str(tmp_path / "pred.json"),
-                 "--out", str(tmp_path / "x.json")]) == 2
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        main(["evaluate", "--gt", str(tmp_path / "missing.json"), "--pred", str(tmp_path / "pred.json"),
+              "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
