@@ -1,0 +1,440 @@
+"""Training and inference of the SEU-Net family (trainer contract in ``train.api``).
+
+Brightfield thesis (``003``) Sec. 4.2-4.3 and 5.1, scaled by params:
+
+* from scratch, AdamW (thesis lr = wd = 1e-5; a short from-scratch demo needs ~1e-3);
+* random crops of ``crop`` pixels from uniformly drawn training images, random flips,
+  coarse dropout (rectangles of the input set to 0) and mild elastic deformation;
+* loss = sum over heads of ``loss_weights[head] * BCE`` (Eq. 4.2); the overlap head instead
+  uses the binary focal loss recalibrated (or reweighted) by the overlap-probability map of
+  the chosen variant (Eq. 4.5 / 5.1, ``overlapseg.maps.losses``), plain focal when
+  ``map_variant`` is null;
+* inference by sliding windows (``tile``/``stride``, averaged), thresholds 0.5 for the
+  semantic heads and 0.3 for the overlap head; instances by marker-controlled watershed
+  (``overlapseg.models.watershed``).
+
+Images enter as one grey channel in [0, 1] (``overlapseg.data.preprocess.to_float_gray``:
+8-bit / 255, RGB averaged to grey, 16-bit percentile-stretched).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from tqdm import tqdm
+
+from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
+from overlapseg.data.preprocess import to_float_gray
+from overlapseg.data.semantic import semantic_targets
+from overlapseg.models.seunet import SEUNet, build_seunet, head_names
+from overlapseg.models.sliding_window import sliding_window
+from overlapseg.models.watershed import labels_to_coco, nucleus_instances, watershed_cells
+from overlapseg.train.api import DataRef
+from overlapseg.train.common import (LossLog, check_finite, iteration_rng, load_checkpoint,
+                                     save_checkpoint, seed_everything, set_threads)
+from overlapseg.utils.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+MAP_VARIANTS = (None, "v0", "v1", "v2", "v3", "v4")
+MODEL_FORMAT = "overlapseg-seunet-1"
+
+DEFAULTS: dict = {
+    # model
+    "heads": "2-head",            # base | 2-head | 3-head | 4-head
+    "overlap": False,             # extra overlap decoder branch
+    "base_channels": 32,
+    "depth": 4,
+    "norm": "batch",              # batch | group | none
+    "se_reduction": 8,
+    # overlap loss
+    "map_variant": None,          # null (plain focal) | v0..v4
+    "focal_mode": "recalibrate",  # recalibrate (Eq. 4.5) | reweight (Eq. 5.1)
+    "focal_alpha": 0.25,
+    "focal_gamma": 2.0,
+    # training
+    "crop": 512,
+    "batch_size": 4,
+    "iterations": 2000,
+    "lr": 1e-5,
+    "weight_decay": 1e-5,
+    "loss_weights": {"cytoplasm": 1.0, "nucleus": 1.0, "border": 1.0, "background": 1.0,
+                     "overlap": 1.0},
+    "augment": {"flip": True, "dropout_holes": 4, "dropout_size": 0.1,
+                "elastic_p": 0.5, "elastic_alpha": 6.0, "elastic_sigma": 8.0},
+    "border_width": 2,
+    "checkpoint_every": 500,
+    "threads": None,
+    # inference
+    "tile": 512,
+    "stride": 256,
+    "thresholds": {"cytoplasm": 0.5, "nucleus": 0.5, "border": 0.5, "background": 0.5,
+                   "overlap": 0.3},
+    "watershed": {"min_size": 50, "min_nucleus_size": 10, "min_distance": 10},
+}
+# params that change what is learned (a checkpoint only resumes when these match)
+_TRAINING_KEYS = ("heads", "overlap", "base_channels", "depth", "norm", "se_reduction",
+                  "map_variant", "focal_mode", "focal_alpha", "focal_gamma", "crop",
+                  "batch_size", "lr", "weight_decay", "loss_weights", "augment", "border_width")
+_NESTED = ("loss_weights", "augment", "thresholds", "watershed")
+
+
+def resolve_params(params: dict | None) -> dict:
+    """Defaults overridden by ``params`` (nested dicts merged); unknown keys are errors."""
+    params = dict(params or {})
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown seunet params: {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+    out = copy.deepcopy(DEFAULTS)
+    for key, value in params.items():
+        if key in _NESTED and value is not None:
+            bad = set(value) - set(DEFAULTS[key])
+            if bad:
+                raise KeyError(f"unknown seunet {key} keys: {sorted(bad)} "
+                               f"(known: {sorted(DEFAULTS[key])})")
+            out[key].update(value)
+        else:
+            out[key] = value
+    head_names(out["heads"])  # validates
+    if out["map_variant"] not in MAP_VARIANTS:
+        raise ValueError(f"unknown map_variant {out['map_variant']!r} (null or v0..v4)")
+    if out["map_variant"] is not None and not out["overlap"]:
+        raise ValueError("map_variant needs the overlap head (set overlap: true)")
+    if out["stride"] > out["tile"]:
+        raise ValueError(f"stride {out['stride']} larger than tile {out['tile']}")
+    return out
+
+
+def _fingerprint(params: dict, seed: int) -> str:
+    key = {k: params[k] for k in _TRAINING_KEYS} | {"seed": seed}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- data
+def _load_map(ref: DataRef, name: str, shape: tuple[int, int]) -> np.ndarray:
+    from overlapseg.maps.overlap_maps import read_map
+
+    path = Path(ref.maps) / f"{name}.npz"
+    prob = read_map(path)[0].astype(np.float32)
+    if prob.shape != shape:
+        raise DataError(path, f"map shape {prob.shape} does not match image shape {shape}")
+    return prob
+
+
+class SemanticData:
+    """Grey images, per-head targets and (optionally) overlap maps, loaded into memory.
+
+    ``items[i]`` is a float32 array (1 + K [+ 1], H, W): image, one target per head in the
+    model's head order, then the overlap-probability map when the overlap loss uses one.
+    """
+
+    def __init__(self, refs: list[DataRef], heads: tuple[str, ...], map_variant: str | None,
+                 border_width: int = 2):
+        self.heads = heads
+        self.with_map = map_variant is not None
+        self.items: list[np.ndarray] = []
+        self.names: list[str] = []
+        for ref in refs:
+            ds = CanonicalDataset(ref.root)
+            for name in ref.names if ref.names is not None else ds.names:
+                if name not in ds.images:
+                    raise DataError(ds.annotation_file, f"image {name!r} (from the split) not in dataset")
+                image = to_float_gray(ds.load_image(name))
+                cells, nuclei = ds.masks(name, "cytoplasm"), ds.masks(name, "nucleus")
+                targets = semantic_targets(cells, nuclei, border_width)
+                planes = [image] + [targets[h].astype(np.float32) for h in heads]
+                if self.with_map:
+                    if ref.maps is not None:
+                        prob = _load_map(ref, name, image.shape)
+                    else:  # same computation as the maps rule
+                        from overlapseg.maps.overlap_maps import image_maps
+                        prob = image_maps(ds, name, map_variant)["prob"].astype(np.float32)
+                    planes.append(prob)
+                self.items.append(np.stack(planes).astype(np.float32))
+                self.names.append(name)
+        if not self.items:
+            raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _random_crop(stack: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    _, h, w = stack.shape
+    ph, pw = max(0, crop - h), max(0, crop - w)
+    if ph or pw:
+        stack = np.pad(stack, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)),
+                       mode="reflect")
+        h, w = stack.shape[1:]
+    y = int(rng.integers(0, h - crop + 1))
+    x = int(rng.integers(0, w - crop + 1))
+    return stack[:, y:y + crop, x:x + crop]
+
+
+def augment(stack: np.ndarray, n_targets: int, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """Flips, mild elastic deformation (all planes), coarse dropout (image only).
+
+    ``stack`` is (1 + n_targets [+ map], h, w); plane 0 is the image. Targets are resampled
+    with nearest neighbour so they stay binary; image and map bilinearly.
+    """
+    stack = np.array(stack, dtype=np.float32, copy=True)
+    if cfg.get("flip"):
+        if rng.random() < 0.5:
+            stack = stack[:, :, ::-1]
+        if rng.random() < 0.5:
+            stack = stack[:, ::-1, :]
+    _, h, w = stack.shape
+    if rng.random() < cfg.get("elastic_p", 0.0):
+        alpha, sigma = float(cfg["elastic_alpha"]), float(cfg["elastic_sigma"])
+        dy = ndi.gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma, mode="constant")
+        dx = ndi.gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma, mode="constant")
+        # normalise so alpha is the largest displacement in pixels
+        scale = alpha / max(np.abs(dy).max(), np.abs(dx).max(), 1e-12)
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        coords = np.stack([yy + dy * scale, xx + dx * scale])
+        out = np.empty_like(stack)
+        for c in range(stack.shape[0]):
+            order = 0 if 1 <= c <= n_targets else 1
+            out[c] = ndi.map_coordinates(stack[c], coords, order=order, mode="reflect")
+        stack = out
+    holes = int(cfg.get("dropout_holes", 0))
+    if holes:
+        size = max(1, int(round(cfg["dropout_size"] * min(h, w))))
+        ys = rng.integers(0, h - size + 1, holes)
+        xs = rng.integers(0, w - size + 1, holes)
+        for y, x in zip(ys, xs):
+            stack[0, y:y + size, x:x + size] = 0.0
+    return np.ascontiguousarray(stack)
+
+
+def sample_batch(data: SemanticData, rng: np.random.Generator, params: dict) -> np.ndarray:
+    """(B, planes, crop, crop) training batch drawn with ``rng``."""
+    crops = []
+    for _ in range(int(params["batch_size"])):
+        item = data.items[int(rng.integers(len(data)))]
+        crops.append(augment(_random_crop(item, int(params["crop"]), rng), len(data.heads), rng,
+                             params["augment"]))
+    return np.stack(crops)
+
+
+def semantic_loss(logits: torch.Tensor, targets: torch.Tensor, prob_map: torch.Tensor | None,
+                  heads: tuple[str, ...], params: dict) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of per-head BCE, focal (map-guided) loss for the overlap head."""
+    from overlapseg.maps.losses import recalibrated_focal_loss
+
+    parts = {}
+    total = logits.new_zeros(())
+    for k, head in enumerate(heads):
+        if head == "overlap":
+            part = recalibrated_focal_loss(logits[:, k], targets[:, k], prob_map,
+                                           mode=params["focal_mode"],
+                                           alpha=float(params["focal_alpha"]),
+                                           gamma=float(params["focal_gamma"]))
+        else:
+            part = F.binary_cross_entropy_with_logits(logits[:, k], targets[:, k])
+        parts[head] = part
+        total = total + float(params["loss_weights"][head]) * part
+    return total, parts
+
+
+# ----------------------------------------------------------------------------- training
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, params: dict,
+          seed: int, device: str) -> Path:
+    """Train an SEU-Net; writes ``out_dir/model.pt``, ``log.csv``, ``checkpoints/last.pt``.
+
+    Resumes exactly from ``checkpoints/last.pt`` when it was written with the same training
+    params and seed (``iterations`` may grow). ``val_set`` adds validation pixel F1 per head
+    to the log at every checkpoint.
+    """
+    out_dir = Path(out_dir)
+    p = resolve_params(params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    heads = head_names(p["heads"], p["overlap"])
+    set_threads(p["threads"])
+    seed_everything(seed, device)
+    data = SemanticData(train_sets, heads, p["map_variant"] if p["overlap"] else None,
+                        p["border_width"])
+    val = (SemanticData([val_set], heads, None, p["border_width"])
+           if val_set is not None else None)
+    model = build_seunet(p).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(p["lr"]),
+                                  weight_decay=float(p["weight_decay"]))
+    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    fingerprint = _fingerprint(p, seed)
+    start = 0
+    if ckpt_path.is_file():
+        meta = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if meta.get("fingerprint") == fingerprint and meta["iteration"] <= int(p["iterations"]):
+            start = load_checkpoint(ckpt_path, model, optimizer, None)
+            log.info("%s: resuming from iteration %d", out_dir, start)
+        else:
+            log.warning("%s: ignoring checkpoint written with other params", ckpt_path)
+    fields = [f"loss_{h}" for h in heads] + ["loss"]
+    if val is not None:
+        fields += [f"val_f1_{h}" for h in heads]
+    loss_log = LossLog(out_dir / "log.csv", fields, resume_from=start + 1 if start else 0)
+    n_planes = 1 + len(heads)
+    total_it = int(p["iterations"])
+    every = max(1, int(p["checkpoint_every"]))
+    model.train()
+    t0 = time.perf_counter()
+    for it in tqdm(range(start, total_it), desc=f"seunet {out_dir.name}", initial=start,
+                   total=total_it, mininterval=10):
+        batch = torch.from_numpy(sample_batch(data, iteration_rng(seed, it), p)).to(device)
+        x, y = batch[:, :1], batch[:, 1:n_planes]
+        prob_map = batch[:, n_planes] if data.with_map else None
+        with _autocast(device):
+            logits = model(x)
+        loss, parts = semantic_loss(logits.float(), y, prob_map, heads, p)
+        check_finite(loss, out_dir, it + 1, parts)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        row = {f"loss_{h}": float(v.detach()) for h, v in parts.items()} | {"loss": float(loss.detach())}
+        done = it + 1
+        if done % every == 0 or done == total_it:
+            if val is not None:
+                row |= {f"val_f1_{h}": v for h, v in validate(model, val, p, device).items()}
+                model.train()
+            loss_log.write(done, {k: row.get(k, float("nan")) for k in fields})
+            save_checkpoint(ckpt_path, model, optimizer, None, done, {"fingerprint": fingerprint})
+        else:
+            loss_log.write(done, {k: row.get(k, float("nan")) for k in fields})
+    seconds = time.perf_counter() - t0
+    model_path = out_dir / "model.pt"
+    state = {"format": MODEL_FORMAT, "params": p, "heads": list(heads), "seed": int(seed),
+             "iterations": total_it,
+             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    buffer = io.BytesIO()  # torch.save names zip records after the file: save via memory so
+    torch.save(state, buffer)  # the bytes do not depend on the temporary file name
+    with atomic_path(model_path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    if total_it > start:
+        write_json(out_dir / "timing.json", {
+            "device": device, "threads": torch.get_num_threads(), "iterations_run": total_it - start,
+            "seconds": round(seconds, 3),
+            "seconds_per_iteration": round(seconds / (total_it - start), 5)})
+    return model_path
+
+
+# ----------------------------------------------------------------------------- inference
+def load_model(model_dir: Path, device: str = "cpu") -> tuple[SEUNet, dict]:
+    """Rebuild the model stored by :func:`train`; returns (model in eval mode, params)."""
+    path = Path(model_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: trained model not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise DataError(path, f"not an SEU-Net model file (expected format {MODEL_FORMAT})")
+    params = state["params"]
+    model = build_seunet(params)
+    model.load_state_dict(state["state_dict"])
+    return model.to(device).eval(), params
+
+
+@torch.no_grad()
+def predict_probabilities(model: SEUNet, gray: np.ndarray, params: dict,
+                          device: str = "cpu") -> dict[str, np.ndarray]:
+    """Per-head probability maps (H, W) of one grey float image (``to_float_gray`` output)."""
+    x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None].to(device)
+
+    def fn(batch):
+        with _autocast(device):
+            return torch.sigmoid(model(batch).float())
+
+    probs = sliding_window(fn, x, int(params["tile"]), int(params["stride"]),
+                           batch_size=int(params["batch_size"]))
+    return {h: probs[k].cpu().numpy() for k, h in enumerate(model.heads)}
+
+
+def binarise(probs: dict[str, np.ndarray], thresholds: dict) -> dict[str, np.ndarray]:
+    """Binary uint8 semantic maps (threshold per head)."""
+    return {h: (p >= float(thresholds[h])).astype(np.uint8) for h, p in probs.items()}
+
+
+def instances_from_probabilities(probs: dict[str, np.ndarray], image_id: int,
+                                 params: dict) -> list[dict]:
+    """COCO results: watershed cells (category 1) and nucleus components (category 2)."""
+    thr, ws = params["thresholds"], params["watershed"]
+    nucleus = probs.get("nucleus")
+    cells = watershed_cells(probs["cytoplasm"], nucleus, probs.get("border"),
+                            threshold=float(thr["cytoplasm"]),
+                            nucleus_threshold=float(thr["nucleus"]),
+                            min_size=int(ws["min_size"]),
+                            min_nucleus_size=int(ws["min_nucleus_size"]),
+                            min_distance=int(ws["min_distance"]))
+    results = labels_to_coco(cells, probs["cytoplasm"], image_id, CATEGORY_IDS["cytoplasm"])
+    if nucleus is not None:
+        nuclei = nucleus_instances(nucleus, float(thr["nucleus"]), int(ws["min_nucleus_size"]))
+        results += labels_to_coco(nuclei, nucleus, image_id, CATEGORY_IDS["nucleus"])
+    return results
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def validate(model: SEUNet, val: SemanticData, params: dict, device: str) -> dict[str, float]:
+    """Pixel F1 per head over the validation images (sliding window, thresholds)."""
+    model.eval()
+    tp = {h: 0 for h in model.heads}
+    fp, fn = dict(tp), dict(tp)
+    with torch.no_grad():
+        for item in val.items:
+            pred = binarise(predict_probabilities(model, item[0], params, device),
+                            params["thresholds"])
+            for k, h in enumerate(model.heads):
+                gt = item[1 + k] > 0.5
+                pr = pred[h].astype(bool)
+                tp[h] += int((gt & pr).sum())
+                fp[h] += int((~gt & pr).sum())
+                fn[h] += int((gt & ~pr).sum())
+    return {h: 2 * tp[h] / max(1, 2 * tp[h] + fp[h] + fn[h]) for h in model.heads}
+
+
+def predict(model_dir: Path, data: DataRef, out_json: Path, semantic_dir: Path, params: dict,
+            device: str) -> None:
+    """Semantic npz per image + COCO results of watershed instances for ``data``.
+
+    Architecture comes from the stored model; inference params (``tile``, ``stride``,
+    ``thresholds``, ``watershed``, ``batch_size``, ``threads``) from ``params`` when given.
+    """
+    model, stored = load_model(model_dir, device)
+    p = resolve_params(params)
+    for key in _TRAINING_KEYS:
+        if key != "batch_size" and p[key] != stored[key] and key in (params or {}):
+            log.warning("%s: param %s=%r differs from the trained model's %r; using the model's",
+                        model_dir, key, p[key], stored[key])
+    p = {**stored, **{k: p[k] for k in ("tile", "stride", "thresholds", "watershed",
+                                         "batch_size", "threads")}}
+    set_threads(p["threads"])
+    ds = CanonicalDataset(data.root)
+    names = data.names if data.names is not None else ds.names
+    semantic_dir = Path(semantic_dir)
+    semantic_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    for name in tqdm(names, desc=f"seunet predict {Path(model_dir).name}", mininterval=10):
+        if name not in ds.images:
+            raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
+        probs = predict_probabilities(model, to_float_gray(ds.load_image(name)), p, device)
+        _write_npz(semantic_dir / f"{name}.npz", binarise(probs, p["thresholds"]))
+        results += instances_from_probabilities(probs, ds.images[name]["id"], p)
+    write_json(out_json, results)
