@@ -53,6 +53,17 @@ def test_accepts_the_folder_or_its_parent(tmp_path):
     _check_against_truth(samples, info)
 
 
+def test_two_layouts_need_a_choice(tmp_path):
+    write_isbi_fixture(tmp_path / "Train45Test90", n_images=1, size=48)
+    write_isbi_fixture(tmp_path / "Dataset", n_images=2, size=48, layout="dataset_zip")
+    with pytest.raises(DataError, match="several ISBI 2014 layouts found.*set option layout"):
+        list(isbi2014.read(tmp_path))
+    samples = list(isbi2014.read(tmp_path, layout="Dataset.zip"))
+    assert len(samples) == 4 and samples[0].source.startswith("Dataset/Synthetic/")
+    with pytest.raises(DataError, match="option layout must be"):
+        list(isbi2014.read(tmp_path, layout="zip"))
+
+
 def test_subset_option(tmp_path):
     info = write_isbi_fixture(tmp_path, n_images=2, size=48)
     test_only = list(isbi2014.read(tmp_path, subset="test"))

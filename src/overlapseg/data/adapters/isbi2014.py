@@ -14,7 +14,9 @@ all nuclei per image). Nuclei become instances by connected components and are l
 to the cell that holds most of their area (DoNet, Sec. 4.1 uses the same data and
 cell-nucleus pairing). Either ``.mat`` generation (v5 or v7.3/HDF5) is accepted.
 
-Options: ``subset`` (``all`` | ``train`` | ``test``, default ``all``), ``skip_empty``
+Options: ``subset`` (``all`` | ``train`` | ``test``, default ``all``), ``layout``
+(``auto`` | ``Train45Test90`` | ``Dataset.zip``: which one to read when both are
+extracted under ``raw``; auto fails in that case rather than guess), ``skip_empty``
 (drop empty cell masks with a warning instead of failing), ``skip_duplicates`` (drop a
 cell mask identical to an earlier one of the same image instead of failing).
 """
@@ -83,19 +85,26 @@ def _candidate_folders(raw: Path) -> list[Path]:
     if raw.is_dir():
         for child in sorted(p for p in raw.iterdir() if p.is_dir()):
             folders += [child, child / "Synthetic"]
-    return [f for f in folders if f.is_dir()]
+    return [f for f in dict.fromkeys(folders) if f.is_dir()]
 
 
-def find_layout(raw: Path) -> tuple[str, Path, dict[str, tuple[Path, Path]]]:
-    """Locate an ISBI 2014 layout under ``raw``.
+def find_layout(raw: Path, layout: str = "auto") -> tuple[str, Path, dict[str, tuple[Path, Path]]]:
+    """Locate an ISBI 2014 layout under ``raw`` (``layout`` "auto" or one of LAYOUTS).
 
     Returns (layout name, folder, {subset: (images file, GT file)}) for the subsets
     present. A subset with only one of its two files is an incomplete layout and raises
-    a DataError naming the missing file.
+    a DataError naming the missing file; two different layouts under ``raw`` in auto mode
+    raise a DataError asking to choose one.
     """
     raw = Path(raw)
+    if layout != "auto" and layout not in LAYOUTS:
+        raise DataError(raw, f"option layout must be auto or one of {', '.join(LAYOUTS)}, "
+                             f"got {layout!r}")
+    matches = []
     for folder in _candidate_folders(raw):
-        for layout, parts in LAYOUTS.items():
+        for name, parts in LAYOUTS.items():
+            if layout not in ("auto", name):
+                continue
             found: dict[str, tuple[Path, Path]] = {}
             for part in parts:
                 images, gt = _find_file(folder, part.images), _find_file(folder, part.gt)
@@ -103,12 +112,18 @@ def find_layout(raw: Path) -> tuple[str, Path, dict[str, tuple[Path, Path]]]:
                     found[part.subset] = (images, gt)
                 elif images or gt:
                     present, missing = (images, part.gt) if images else (gt, part.images)
-                    raise DataError(folder / missing, f"incomplete {layout} layout: missing "
+                    raise DataError(folder / missing, f"incomplete {name} layout: missing "
                                                       f"{missing} (found {present.name})")
             if found:
-                return layout, folder, found
+                matches.append((name, folder, found))
+    if len(matches) > 1:
+        raise DataError(raw, "several ISBI 2014 layouts found ("
+                        + ", ".join(f"{n} in {f}" for n, f, _ in matches)
+                        + "); point raw at one of them or set option layout")
+    if matches:
+        return matches[0]
     expected = "; ".join(f"{name}: " + ", ".join(f"{p.images} + {p.gt}" for p in parts)
-                         for name, parts in LAYOUTS.items())
+                         for name, parts in LAYOUTS.items() if layout in ("auto", name))
     raise DataError(raw, f"no ISBI 2014 files found here or in its subfolders (expected {expected})")
 
 
@@ -246,12 +261,12 @@ def _read_part(part: Part, images_file: Path, gt_file: Path, relroot: Path, skip
 
 
 def read(raw: Path, subset: str = "all", skip_empty: bool = False,
-         skip_duplicates: bool = False) -> Iterator[Sample]:
+         skip_duplicates: bool = False, layout: str = "auto") -> Iterator[Sample]:
     """Samples ``train_000``... and ``test_000``... of the ISBI 2014 data under ``raw``."""
     raw = Path(raw)
     if subset not in SUBSETS:
         raise DataError(raw, f"option subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
-    layout, folder, found = find_layout(raw)
+    layout, folder, found = find_layout(raw, layout)
     wanted = ("train", "test") if subset == "all" else (subset,)
     parts = {p.subset: p for p in LAYOUTS[layout]}
     for name in wanted:

@@ -5,8 +5,9 @@ files as HDF5 behind a 512-byte text userblock (``h5py``). The ISBI 2014 archive
 both, and file names say nothing about the version, so :func:`mat_version` looks at the
 header. In a v7.3 file every array is stored transposed (MATLAB is column-major) and a
 cell array is a dataset of object references into ``#refs#``; :class:`MatFile` undoes
-both so callers see the same shapes ``scipy.io.loadmat`` would give, and it resolves
-cell items lazily so a 900-image ground-truth file is never decoded at once.
+both so callers see the same shapes ``scipy.io.loadmat`` would give. v7.3 cell items are
+resolved one at a time on access (a 900-image ground-truth file is never decoded at
+once); classic files cannot be read piecewise and are loaded in one pass.
 """
 from __future__ import annotations
 
