@@ -12,6 +12,8 @@ SUBCOMMAND_MODULES = [
     "overlapseg.data.cli",
     "overlapseg.train.cli",
     "overlapseg.evaluate.cli",
+    "overlapseg.maps.cli",
+    "overlapseg.synth.cli",
 ]
 
 
