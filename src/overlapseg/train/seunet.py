@@ -42,7 +42,7 @@ from overlapseg.models.watershed import labels_to_coco, nucleus_instances, water
 from overlapseg.train.api import DataRef
 from overlapseg.train.common import (LossLog, check_finite, iteration_rng, load_checkpoint,
                                      save_checkpoint, seed_everything, set_threads)
-from overlapseg.utils.io import atomic_path, write_json
+from overlapseg.utils.io import atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -428,13 +428,12 @@ def predict(model_dir: Path, data: DataRef, out_json: Path, semantic_dir: Path, 
     set_threads(p["threads"])
     ds = CanonicalDataset(data.root)
     names = data.names if data.names is not None else ds.names
-    semantic_dir = Path(semantic_dir)
-    semantic_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for name in tqdm(names, desc=f"seunet predict {Path(model_dir).name}", mininterval=10):
-        if name not in ds.images:
-            raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
-        probs = predict_probabilities(model, to_float_gray(ds.load_image(name)), p, device)
-        _write_npz(semantic_dir / f"{name}.npz", binarise(probs, p["thresholds"]))
-        results += instances_from_probabilities(probs, ds.images[name]["id"], p)
+    with atomic_dir(semantic_dir) as tmp_dir:  # the folder appears whole or not at all
+        for name in tqdm(names, desc=f"seunet predict {Path(model_dir).name}", mininterval=10):
+            if name not in ds.images:
+                raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
+            probs = predict_probabilities(model, to_float_gray(ds.load_image(name)), p, device)
+            _write_npz(tmp_dir / f"{name}.npz", binarise(probs, p["thresholds"]))
+            results += instances_from_probabilities(probs, ds.images[name]["id"], p)
     write_json(out_json, results)
