@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = [
     "overlapseg.data.cli",
     "overlapseg.train.cli",
     "overlapseg.evaluate.cli",
+    "overlapseg.report.cli",
     "overlapseg.maps.cli",
     "overlapseg.synth.cli",
 ]

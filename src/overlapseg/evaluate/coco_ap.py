@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR")
+AP_KEYS = ("AP", "AP50", "AP70", "AP75", "APs", "APm", "APl", "AR")
 
 
 def make_coco(images: list[dict], categories: list[dict], anns: list[dict]) -> COCO:
@@ -63,7 +63,8 @@ def summarize(ev: COCOeval, k: int | None = None, area: str = "all") -> dict[str
             s = s[np.where(np.abs(p.iouThrs - thr) < 1e-9)[0]]
         return _mean_valid(s)
 
-    out = {"AP": ap(), "AP50": ap(0.5), "AP75": ap(0.75)}
+    # AP70 is the CC-framework paper's "0.7AP^m" (Tables 1-3).
+    out = {"AP": ap(), "AP50": ap(0.5), "AP70": ap(0.7), "AP75": ap(0.75)}
     if {"small", "medium", "large"} <= set(p.areaRngLbl):
         out.update(APs=ap(a="small"), APm=ap(a="medium"), APl=ap(a="large"))
     out["AR"] = _mean_valid(e["recall"][:, kk, p.areaRngLbl.index(area), m])

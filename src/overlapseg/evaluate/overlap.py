@@ -56,8 +56,11 @@ def bin_label(lo: float, hi: float, last: bool) -> str:
     return f"[{lo:g},{hi:g}{']' if last else ')'}"
 
 
-def check_bins(bins: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
-    """Validate contiguous bins covering [0, 1]."""
+def check_bins(bins) -> list[tuple[float, float]]:
+    """Validate contiguous bins covering [0, 1]; accepts (lo, hi) pairs or a flat list of edges."""
+    bins = list(bins)
+    if bins and all(isinstance(b, (int, float)) for b in bins):
+        bins = list(zip(bins[:-1], bins[1:]))
     out = [(float(lo), float(hi)) for lo, hi in bins]
     if not out or out[0][0] != 0.0 or out[-1][1] != 1.0:
         raise ValueError(f"overlap bins must start at 0 and end at 1, got {out}")
