@@ -9,10 +9,11 @@ masks only. The thesis describes the variants in prose; the concrete definitions
   pixels in several cells take the maximum; nucleus pixels are 0 ("very low"), background
   pixels ``background``. Idea: other cells rarely lie over a nucleus, more often over the rim.
 * **v1** - the same per-cell radial field without the cell-boundary limit: for the distance
-  ``r`` (in units of the cell's radius) the profile ``r * exp(1 - r)`` rises from 0 at the nucleus
-  centre to 1 at the cell's own extent and then decays, so each cell's influence spreads into
-  its neighbours; max-merged over cells, nucleus pixels 0. (Max-merging raw distances would
-  be largest far from every cell, so a profile that decays outside the cell is needed.)
+  ``r`` (in units of the cell's radius) the profile is ``r`` up to the cell's own extent
+  (``r <= 1``) and a Gaussian fall-off ``exp(-(r - 1)^2 / (2 w^2))`` beyond it (``w = 0.5``),
+  so each cell's influence spreads into its neighbours; max-merged over cells, nucleus pixels 0.
+  (Max-merging raw distances would be largest far from every cell, so the field must decay
+  outside the cell.)
 * **v2** - relaxation around the annotated overlap region (pixels in >= 2 cells), for weak
   overlap labels: ``exp(-d^2 / (2 sigma^2))`` of the distance ``d`` to the overlap region,
   floored at ``background``.
@@ -43,6 +44,7 @@ from overlapseg.utils.io import atomic_dir, write_json
 log = logging.getLogger(__name__)
 
 VARIANTS = ("v0", "v1", "v2", "v3", "v4")
+V1_FALLOFF = 0.5  # v1: width of the fall-off outside a cell, in cell radii
 DEFAULTS = {"background": 0.1, "overlap_sigma": 8.0, "log_scale": 1.0, "max_distance": None}
 
 
@@ -141,7 +143,7 @@ def _v0(cells, nuclei, centres, background):
 
 def _v1(cells, nuclei, centres):
     r = _radial(cells, centres)
-    out = (r * np.exp(1.0 - r)).max(axis=0)
+    out = np.where(r <= 1.0, r, np.exp(-((r - 1.0) ** 2) / (2 * V1_FALLOFF ** 2))).max(axis=0)
     if len(nuclei):
         out[nuclei.any(axis=0)] = 0.0
     return out

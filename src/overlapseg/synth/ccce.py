@@ -21,7 +21,8 @@ Compositing of a pasted cell with what is already there (``mode``):
   transmittances multiply, elsewhere the pasted cell's transmittance is used.
 
 Both modes first rescale a donor crop by the ratio of the canvas and donor backgrounds so
-cells from differently lit images match. The synthetic GT overlap (pixels in >= 2 cells) is
+cells from differently lit images match; parts of a donor cell that a neighbour covered in
+its source image are filled with the cell's median intensity. The synthetic GT overlap (pixels in >= 2 cells) is
 exactly where intensities were combined, because masks are pasted whole (amodal).
 """
 from __future__ import annotations
@@ -111,10 +112,11 @@ def transform_cell(cell: CellCrop, channels: int, canvas_bg: np.ndarray, cfg: CC
     if not mask.any():
         return None
     nuclei = [n for n in nuclei if n.any()]
+    # both draws in both modes, so one seed gives the same layout in either mode
     gain = 1.0 + rng.uniform(-cfg.gain, cfg.gain) if cfg.gain else 1.0
+    bias = rng.uniform(-cfg.bias, cfg.bias) if cfg.bias else 0.0
     if cfg.mode == "divide":
         image = image * (canvas_bg / bg)          # match the canvas illumination
-        bias = rng.uniform(-cfg.bias, cfg.bias) if cfg.bias else 0.0
         image = image * gain + bias
     else:  # absorbance: jitter the optical density, -log T
         trans = np.clip(image / bg, 1e-3, 1.0)

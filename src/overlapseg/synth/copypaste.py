@@ -17,7 +17,7 @@ densities of stacked cells add). Per composite:
    empty background. Pixels of the source's other cells are zeroed first so no fragments of
    neighbours are carried along. Data sets without isolated cells (e.g. the demo, where every
    cell overlaps another) can admit cells whose covered fraction is at most
-   ``max_source_overlap``; their overlapped part is filled with the median density of the
+   ``max_source_overlap``; their overlapped part is filled with the median intensity of the
    cell's free part (the neighbour's density must not come along).
 
 The composite is written either back in intensity, ``background * exp(-OD)`` (``output:
@@ -114,12 +114,9 @@ def make_piece(cell: CellCrop, channels: int, cfg: CopyPasteConfig, sigma: float
     bg = match_channels(cell.background[None, None, :], channels)[0, 0]
     trans = np.clip(match_channels(cell.image, channels) / bg, 1e-3, 1.0)
     od = -np.log(trans)
-    # no fragments of the source's neighbouring cells; where a neighbour covered this cell
-    # (only when max_source_overlap > 0) use the median density of the cell's free pixels
+    # no fragments of the source's neighbouring cells (parts of this cell that a neighbour
+    # covered were already filled with the cell's median intensity, see ``load_source``)
     od[cell.others & ~cell.mask] = 0.0
-    covered = cell.others & cell.mask
-    if covered.any() and (cell.mask & ~cell.others).any():
-        od[covered] = np.median(od[cell.mask & ~cell.others], axis=0)
     margin = int(np.ceil(2.5 * sigma))  # room for the edge fade around the cell
     od = np.pad(od, ((margin, margin), (margin, margin), (0, 0)))
     masks = [np.pad(m, margin) for m in [cell.mask, *cell.nuclei]]

@@ -95,7 +95,8 @@ def select_pool(ds: CanonicalDataset, names: Sequence[str], pool: str = "discret
 class CellCrop:
     """One cell cut out of its source image, with padding around its box."""
 
-    image: np.ndarray            # float32 (h, w, C) in [0, 1]
+    image: np.ndarray            # float32 (h, w, C) in [0, 1]; parts covered by other cells
+                                 # in the source are filled with the cell's median intensity
     mask: np.ndarray             # bool (h, w)
     nuclei: list[np.ndarray]     # bool (h, w) each
     others: np.ndarray           # bool (h, w): pixels of the source's other cells
@@ -138,8 +139,15 @@ def load_source(sample: Sample, pad: int = 2, bg_percentile: float = 90.0) -> So
         x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)
         win = (slice(y0, y1), slice(x0, x1))
         others = (count[win] - mask[win]) > 0
+        crop = image[win].copy()
+        # where a neighbour covered this cell, its density must not travel with the cell:
+        # fill those pixels with the median of the cell's uncovered pixels
+        covered = mask[win] & others
+        free = mask[win] & ~others
+        if covered.any() and free.any():
+            crop[covered] = np.median(crop[free], axis=0)
         src.cells.append(CellCrop(
-            image=image[win].copy(), mask=mask[win].copy(), nuclei=[n[win].copy() for n in nuclei],
+            image=crop, mask=mask[win].copy(), nuclei=[n[win].copy() for n in nuclei],
             others=others, background=background,
             isolated=not bool((mask & (count >= 2)).any()), source=f"{sample.name}#{k}"))
     return src

@@ -1,0 +1,46 @@
+# Overlap-probability maps v0-v4 (thesis Sec. 4.3): one {name}.npz per image of a canonical
+# dataset (original data or a synthetic set), with `prob` (float32) and `overlap` (uint8).
+MAP_VARIANTS = ["v0", "v1", "v2", "v3", "v4"]
+
+
+def maps_params():
+    """config["maps"] minus the keys that are not map parameters."""
+    return {k: v for k, v in config.get("maps", {}).items() if k not in ("variants", "figure")}
+
+
+rule overlap_maps:
+    input:
+        data=lambda wc: data_dir(wc.dataset, wc.source),
+    output:
+        directory("results/{dataset}/maps/{source}/{variant}"),
+    log:
+        "logs/{dataset}/maps_{source}_{variant}.log",
+    params:
+        maps=maps_params(),
+    wildcard_constraints:
+        variant="v[0-4]",
+        source="original|ccce|copypaste",
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/overlap_maps.py"
+
+
+rule maps_figure:
+    input:
+        data="results/{dataset}/data",
+        splits="results/{dataset}/splits.json",
+        maps=expand("results/{{dataset}}/maps/original/{variant}", variant=MAP_VARIANTS),
+    output:
+        png="results/figures/{dataset}_maps.png",
+        pdf="results/figures/{dataset}_maps.pdf",
+    log:
+        "logs/{dataset}/maps_figure.log",
+    params:
+        variants=MAP_VARIANTS,
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/synth_figures.py"
