@@ -45,3 +45,37 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _read_splits(path) -> dict[str, list[str]]:
+    from overlapseg.utils.io import read_json
+
+    splits = read_json(path)
+    for key in ("train", "val", "test"):
+        if key not in splits:
+            raise KeyError(f"{path}: splits file lacks the {key!r} list")
+    return splits
+
+
+def train_experiment(model: str, data, splits, out_model, params: dict, seed: int,
+                     device: str = "auto", synthetic=None, with_original: bool = False) -> Path:
+    """Train on the original train split, or on a synthetic set (optionally plus the original).
+
+    Validation always uses the original val split, so models trained on synthetic data are
+    selected on real images.
+    """
+    split = _read_splits(splits)
+    original = DataRef(Path(data), split["train"])
+    train_sets = [original] if synthetic is None or with_original else []
+    if synthetic is not None:
+        train_sets.append(DataRef(Path(synthetic)))
+    val = DataRef(Path(data), split["val"]) if split["val"] else None
+    out_dir = Path(out_model).parent
+    return trainer(model).train(train_sets, val, out_dir, params, seed, resolve_device(device))
+
+
+def predict_split(model: str, model_file, data, splits, split: str, out_json, semantic_dir,
+                  params: dict, device: str = "auto") -> None:
+    names = _read_splits(splits)[split]
+    trainer(model).predict(Path(model_file).parent, DataRef(Path(data), names), Path(out_json),
+                           Path(semantic_dir), params, resolve_device(device))

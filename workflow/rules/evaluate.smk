@@ -1,0 +1,21 @@
+rule evaluate:
+    input:
+        gt="results/{dataset}/splits/test_annotations.json",
+        pred="results/{dataset}/predictions/{experiment}.json",
+        semantic="results/{dataset}/semantic/{experiment}",
+    output:
+        "results/{dataset}/metrics/{experiment}.json",
+    log:
+        "logs/{dataset}/evaluate_{experiment}.log",
+    params:
+        categories=config["evaluate"]["categories"],
+        overlap_bins=config["evaluate"]["overlap_bins"],
+        boundary_dilation=config["evaluate"]["boundary_dilation"],
+        border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
+        config=lambda wc: experiment_config(wc.experiment),
+        seed=lambda wc: experiment_seed(wc.experiment),
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/evaluate.py"

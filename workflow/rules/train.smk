@@ -1,0 +1,45 @@
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model="results/models/{experiment}/model.pt",
+    log:
+        "logs/train/{experiment}.log",
+    benchmark:
+        "benchmarks/out/train/{experiment}.tsv"
+    params:
+        model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
+        train=lambda wc: EXPERIMENTS[wc.experiment]["train"],
+        params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
+        seed=lambda wc: experiment_seed(wc.experiment),
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/train.py"
+
+
+rule predict:
+    input:
+        model="results/models/{experiment}/model.pt",
+        data="results/{dataset}/data",
+        splits="results/{dataset}/splits.json",
+    output:
+        predictions="results/{dataset}/predictions/{experiment}.json",
+        semantic=directory("results/{dataset}/semantic/{experiment}"),
+    log:
+        "logs/{dataset}/predict_{experiment}.log",
+    params:
+        model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
+        params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/predict.py"
