@@ -95,8 +95,8 @@ def select_pool(ds: CanonicalDataset, names: Sequence[str], pool: str = "discret
 class CellCrop:
     """One cell cut out of its source image, with padding around its box."""
 
-    image: np.ndarray            # float32 (h, w, C) in [0, 1]; parts covered by other cells
-                                 # in the source are filled with the cell's median intensity
+    image: np.ndarray            # float32 (h, w, C) in [0, 1]; cytoplasm covered by other
+                                 # cells in the source is filled with the cell's median intensity
     mask: np.ndarray             # bool (h, w)
     nuclei: list[np.ndarray]     # bool (h, w) each
     others: np.ndarray           # bool (h, w): pixels of the source's other cells
@@ -141,9 +141,12 @@ def load_source(sample: Sample, pad: int = 2, bg_percentile: float = 90.0) -> So
         others = (count[win] - mask[win]) > 0
         crop = image[win].copy()
         # where a neighbour covered this cell, its density must not travel with the cell:
-        # fill those pixels with the median of the cell's uncovered pixels
-        covered = mask[win] & others
-        free = mask[win] & ~others
+        # fill those pixels with the median of the cell's uncovered pixels (own nuclei kept)
+        own_nuclei = np.zeros(mask[win].shape, bool)
+        for nuc in nuclei:
+            own_nuclei |= nuc[win]
+        covered = mask[win] & others & ~own_nuclei
+        free = mask[win] & ~others & ~own_nuclei
         if covered.any() and free.any():
             crop[covered] = np.median(crop[free], axis=0)
         src.cells.append(CellCrop(
