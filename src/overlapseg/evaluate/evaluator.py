@@ -169,9 +169,8 @@ def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytopla
 
     bin_ev = coco_ap.binned_eval(images, cats, gt_anns, dt_anns, gt_bin, dt_bin, len(bins),
                                  cat_ids, main_ev.ious)
-    gt_n = coco_ap.make_coco  # alias for brevity below
-    wg_ev = coco_ap.run_cocoeval(gt_coco, gt_n(images, cats, with_gt_all), cat_ids)
-    gm_ev = coco_ap.run_cocoeval(gt_coco, gt_n(images, cats, matched_all), cat_ids)
+    wg_ev = coco_ap.run_cocoeval(gt_coco, coco_ap.make_coco(images, cats, with_gt_all), cat_ids)
+    gm_ev = coco_ap.run_cocoeval(gt_coco, coco_ap.make_coco(images, cats, matched_all), cat_ids)
 
     # Assemble.
     result: dict[str, Any] = {}
