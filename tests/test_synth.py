@@ -173,3 +173,15 @@ def test_copypaste_rejects_all_when_no_isolated_cells(tmp_path):
     out = write_copypaste(agg, tmp_path / "out", n=2, seed=0, max_source_overlap=0.9,
                           edge_sigma=4.0, n_cells=[1, 2])
     assert len(CanonicalDataset(out)) == 2
+
+
+def test_coarse_edge_blur_matches_full_resolution_blur():
+    import cv2
+
+    from overlapseg.synth.copypaste import _smooth_mask
+
+    yy, xx = np.mgrid[:220, :200]
+    mask = (yy - 110) ** 2 / 60 ** 2 + (xx - 100) ** 2 / 45 ** 2 <= 1
+    for sigma in (2.0, 10.0, 20.0):
+        ref = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        assert np.abs(_smooth_mask(mask, sigma) - ref).max() < 0.01
