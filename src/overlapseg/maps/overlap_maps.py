@@ -212,7 +212,11 @@ def overlap_probability_map(cells: np.ndarray, nuclei: np.ndarray, variant: str 
     if len(cells) == 0:
         return np.full(shape, background, dtype=np.float32)
     if variant == "v4":
-        out = _v4(cells, background, log_scale, max_distance)
+        # only cell pixels get values and every distance is to a cell pixel, so working in the
+        # bounding box of all cells is exact (and faster)
+        box = _window(cells.any(axis=0), 0.0)
+        out = np.full(shape, background, dtype=np.float32)
+        out[box] = _v4(cells[(slice(None), *box)], background, log_scale, max_distance)
     elif variant == "v2":
         out = _v2(cells, overlap_sigma, background)
     else:
