@@ -70,7 +70,7 @@ class LossLog:
 def check_finite(loss: torch.Tensor, where: str | os.PathLike, iteration: int, parts: dict) -> None:
     value = float(loss.detach())
     if not math.isfinite(value):
-        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
         raise FloatingPointError(f"{where}: non-finite training loss at iteration {iteration} "
                                  f"({detail}); lower the learning rate or check the data")
 
