@@ -1,9 +1,4 @@
 # Everything derived from the config lives here as small named functions.
-import json
-from pathlib import Path
-
-from overlapseg.provenance import provenance
-
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
 CONDA_ENV = "../../envs/overlapseg.yaml"
@@ -19,6 +14,10 @@ def _check_config():
         if DATASETS[exp["train"]["dataset"]]["splits"].get("preset") == "test-only":
             raise ValueError(f"config: experiment {name!r} trains on test-only dataset "
                              f"{exp['train']['dataset']!r}")
+    for table, spec in config["report"].get("tables", {}).items():
+        unknown = set(spec["experiments"]) - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"config: report table {table!r} names unknown experiments {sorted(unknown)}")
 
 
 _check_config()
@@ -56,6 +55,11 @@ def train_inputs(wildcards):
     inputs = {"data": data_dir(ds), "splits": f"results/{ds}/splits.json"}
     if source != "original":
         inputs["synthetic"] = data_dir(ds, source)
+    variant = exp.get("params", {}).get("map_variant")
+    if variant:  # overlap head guided by a probability map: the maps rule feeds training
+        inputs["maps"] = f"results/{ds}/maps/original/{variant}"
+        if source != "original":
+            inputs["synthetic_maps"] = f"results/{ds}/maps/{source}/{variant}"
     return inputs
 
 
@@ -78,8 +82,35 @@ def experiments_on(dataset):
     return [name for name, exp in EXPERIMENTS.items() if dataset in exp["test"]]
 
 
+def figure_experiments(dataset):
+    """Experiments drawn in the figures (report.figure_experiments; default: all on the dataset)."""
+    chosen = config["report"].get("figure_experiments")
+    on = experiments_on(dataset)
+    return [e for e in chosen if e in on] if chosen else on
+
+
 def evaluated_datasets():
     return sorted({d for exp in EXPERIMENTS.values() for d in exp["test"]})
+
+
+def study_tables(dataset):
+    """Named tables whose experiments are all evaluated on ``dataset``."""
+    tables = config["report"].get("tables", {})
+    on = set(experiments_on(dataset))
+    return [name for name, spec in tables.items() if set(spec["experiments"]) <= on]
+
+
+def study_table_metrics(dataset, table):
+    return [f"results/{dataset}/metrics/{e}.json" for e in config["report"]["tables"][table]["experiments"]]
+
+
+def data_figures(dataset):
+    """Figures of the data-side methods (maps, synthesis), for datasets with a train split."""
+    if DATASETS[dataset]["splits"].get("preset") == "test-only":
+        return []
+    kinds = [k for k, needed in (("maps", "maps"), ("ccce", "synth"), ("copypaste", "synth"))
+             if needed in config]
+    return expand("results/figures/{dataset}_{kind}.png", dataset=dataset, kind=kinds)
 
 
 def final_outputs():
@@ -87,6 +118,9 @@ def final_outputs():
     for ds in evaluated_datasets():
         outputs += metrics_files(ds)
         outputs += expand("results/{dataset}/tables/metrics.{ext}", dataset=ds, ext=["csv", "md", "tex"])
+        outputs += expand("results/{dataset}/tables/study_{table}.md", dataset=ds, table=study_tables(ds))
         outputs += expand("results/figures/{dataset}_{kind}.png", dataset=ds,
                           kind=["qualitative", "pr_curves", "ap_vs_overlap"])
+    for ds in sorted({exp["train"]["dataset"] for exp in EXPERIMENTS.values()}):
+        outputs += data_figures(ds)
     return outputs

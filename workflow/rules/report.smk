@@ -23,8 +23,8 @@ rule report_figures:
     input:
         data="results/{dataset}/data",
         gt="results/{dataset}/splits/test_annotations.json",
-        predictions=lambda wc: [f"results/{wc.dataset}/predictions/{e}.json" for e in experiments_on(wc.dataset)],
-        metrics=lambda wc: metrics_files(wc.dataset),
+        predictions=lambda wc: [f"results/{wc.dataset}/predictions/{e}.json" for e in figure_experiments(wc.dataset)],
+        metrics=lambda wc: [f"results/{wc.dataset}/metrics/{e}.json" for e in figure_experiments(wc.dataset)],
     output:
         report(
             multiext("results/figures/{dataset}_qualitative", ".png", ".pdf"),
@@ -36,10 +36,30 @@ rule report_figures:
     log:
         "logs/{dataset}/report_figures.log",
     params:
-        experiments=lambda wc: experiments_on(wc.dataset),
+        experiments=lambda wc: figure_experiments(wc.dataset),
         n_images=config["report"]["qualitative_images"],
     threads: 1
     conda:
         CONDA_ENV
     script:
         "../scripts/report_figures.py"
+
+
+rule study_table:
+    input:
+        metrics=lambda wc: study_table_metrics(wc.dataset, wc.table),
+    output:
+        report(
+            multiext("results/{dataset}/tables/study_{table}", ".csv", ".md", ".tex"),
+            caption="../report/study_table.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/{dataset}/study_table_{table}.log",
+    params:
+        spec=lambda wc: config["report"]["tables"][wc.table],
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/study_table.py"

@@ -58,17 +58,18 @@ def _read_splits(path) -> dict[str, list[str]]:
 
 
 def train_experiment(model: str, data, splits, out_model, params: dict, seed: int,
-                     device: str = "auto", synthetic=None, with_original: bool = False) -> Path:
+                     device: str = "auto", synthetic=None, with_original: bool = False,
+                     maps=None, synthetic_maps=None) -> Path:
     """Train on the original train split, or on a synthetic set (optionally plus the original).
 
     Validation always uses the original val split, so models trained on synthetic data are
-    selected on real images.
+    selected on real images. ``maps``/``synthetic_maps``: precomputed overlap-probability maps.
     """
     split = _read_splits(splits)
-    original = DataRef(Path(data), split["train"])
+    original = DataRef(Path(data), split["train"], Path(maps) if maps else None)
     train_sets = [original] if synthetic is None or with_original else []
     if synthetic is not None:
-        train_sets.append(DataRef(Path(synthetic)))
+        train_sets.append(DataRef(Path(synthetic), None, Path(synthetic_maps) if synthetic_maps else None))
     val = DataRef(Path(data), split["val"]) if split["val"] else None
     out_dir = Path(out_model).parent
     return trainer(model).train(train_sets, val, out_dir, params, seed, resolve_device(device))

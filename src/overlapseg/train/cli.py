@@ -23,7 +23,8 @@ def cmd_train(args) -> None:
     from overlapseg.train.api import train_experiment
 
     train_experiment(args.model, args.data, args.splits, args.out / "model.pt", _params(args.params),
-                     args.seed, args.device, synthetic=args.synthetic, with_original=args.with_original)
+                     args.seed, args.device, synthetic=args.synthetic, with_original=args.with_original,
+                     maps=args.maps, synthetic_maps=args.synthetic_maps)
 
 
 def cmd_predict(args) -> None:
@@ -44,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, help="YAML file of model/training params")
     p.add_argument("--synthetic", type=Path, help="train on this synthetic canonical dataset instead")
     p.add_argument("--with-original", action="store_true", help="with --synthetic: add the original train split")
+    p.add_argument("--maps", type=Path, help="overlap-probability maps of --data (overlapseg maps)")
+    p.add_argument("--synthetic-maps", type=Path, help="overlap-probability maps of --synthetic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train)

@@ -1,0 +1,11 @@
+"""Rule study_table: one named paper-style table (report.tables.<name> in the config)."""
+from pathlib import Path
+
+from overlapseg.report.study import write_study_table
+from overlapseg.utils.workflow import log_to_file
+
+log_to_file(snakemake)
+spec = dict(snakemake.params.spec)
+stem = Path(snakemake.output[0]).with_suffix("")
+write_study_table(list(snakemake.input.metrics), spec.pop("experiments"), stem,
+                  title=spec.pop("title", ""), **spec)
