@@ -65,3 +65,9 @@ def test_two_runs_from_scratch_are_byte_identical(tmp_path):
     metrics = (runs[0] / "results/demo/metrics/maskrcnn.json").read_text()
     assert '"provenance"' in metrics and '"config_hash"' in metrics
     shutil.rmtree(tmp_path)
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout[-3000:]

@@ -48,6 +48,19 @@ def data_dir(dataset, source="original"):
     return f"results/{dataset}/synth/{source}"
 
 
+# ----------------------------------------------------------------------------- maps, synthesis
+MAP_VARIANTS = ["v0", "v1", "v2", "v3", "v4"]
+
+
+def maps_params():
+    """config["maps"] minus the keys that are not map parameters."""
+    return {k: v for k, v in config.get("maps", {}).items() if k not in ("variants", "figure")}
+
+
+def synth_params(method):
+    return dict(config.get("synth", {}).get(method, {}))
+
+
 # ----------------------------------------------------------------------------- training
 def train_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.experiment]

@@ -1,12 +1,5 @@
 # Overlap-probability maps v0-v4 (thesis Sec. 4.3): one {name}.npz per image of a canonical
 # dataset (original data or a synthetic set), with `prob` (float32) and `overlap` (uint8).
-MAP_VARIANTS = ["v0", "v1", "v2", "v3", "v4"]
-
-
-def maps_params():
-    """config["maps"] minus the keys that are not map parameters."""
-    return {k: v for k, v in config.get("maps", {}).items() if k not in ("variants", "figure")}
-
 
 rule overlap_maps:
     input:

@@ -2,10 +2,6 @@
 # copy-paste composites (thesis Sec. 4.4.1), each a canonical dataset.
 
 
-def synth_params(method):
-    return dict(config.get("synth", {}).get(method, {}))
-
-
 rule ccce:
     input:
         data="results/{dataset}/data",
