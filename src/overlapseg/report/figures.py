@@ -113,7 +113,7 @@ def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
         for c, (name, pr) in enumerate(zip(experiments, preds)):
             anns = sorted((a for a in pr if a["image_id"] == img["id"] and a["score"] >= score_threshold
                            and a["category_id"] in (1, 2)), key=lambda a: -a["score"])
-            _draw_instances(axes[r, 2 + c], image, anns, name)
+            _draw_instances(axes[r, 2 + c], image, anns, f"{name} ({len(anns)} with score >= {score_threshold:g})")
     fig.suptitle("Contours coloured by instance; hatched: pixels covered by two or more cells", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
