@@ -108,12 +108,19 @@ def test_aji_three_instances_by_hand():
 
 def test_isbi_measures_toy_case():
     gts, preds = _three_instance_case()
-    r = evaluate(_gt({1: gts}), [_pred(m) for m in preds], categories=("cytoplasm",))["cytoplasm"]
-    # Good (Dice > 0.7): G1-P1 (Dice 0.889), G2-P2 (0.8); G3 missed.
+    r = evaluate(_gt({1: gts}), [_pred(m) for m in preds], categories=("cytoplasm",),
+                 isbi_criterion="dice")["cytoplasm"]
+    # Good (Dice > 0.7, the challenge's rule): G1-P1 (Dice 0.889), G2-P2 (0.8); G3 missed.
     assert r["FNo"] == pytest.approx(1 / 3)
     assert r["TPp"] == pytest.approx((8 / 10 + 10 / 10) / 2)
     assert r["FPp"] == pytest.approx((0 / 90 + 5 / 90) / 2)
     assert r["ISBI_Dice"] == pytest.approx((16 / 18 + 20 / 25) / 2)
+    # Good (IoU > 0.7, the study default): G1-P1 (IoU 0.8) only; G2-P2 has IoU 10/15 = 0.667.
+    r = evaluate(_gt({1: gts}), [_pred(m) for m in preds], categories=("cytoplasm",))["cytoplasm"]
+    assert r["FNo"] == pytest.approx(2 / 3)
+    assert r["TPp"] == pytest.approx(8 / 10)
+    assert r["FPp"] == pytest.approx(0 / 90)
+    assert r["ISBI_Dice"] == pytest.approx(16 / 18)
 
 
 def test_score_threshold_and_pixel_instance_seg_f1():

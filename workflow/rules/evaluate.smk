@@ -11,6 +11,8 @@ rule evaluate:
         categories=config["evaluate"]["categories"],
         overlap_bins=config["evaluate"]["overlap_bins"],
         boundary_dilation=config["evaluate"]["boundary_dilation"],
+        score_threshold=config["evaluate"]["score_threshold"],
+        isbi_criterion=config["evaluate"]["isbi_criterion"],
         border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
         config=lambda wc: experiment_config(wc.experiment),
         seed=lambda wc: experiment_seed(wc.experiment),

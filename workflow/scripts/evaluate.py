@@ -21,7 +21,8 @@ if semantic and not any(Path(semantic).glob("*.npz")):
 metrics = evaluate(inp.gt, inp.pred, categories=tuple(par.categories), semantic_dir=semantic,
                    overlap_bins=par.overlap_bins, border_width=par.border_width,
                    boundary_dilation=par.boundary_dilation,
-                   score_threshold=getattr(par, "score_threshold", 0.5))
+                   score_threshold=getattr(par, "score_threshold", 0.5),
+                   isbi_criterion=getattr(par, "isbi_criterion", "iou"))
 prov = getattr(par, "provenance", None)
 if prov is None:
     inputs = [inp.gt, inp.pred] + ([semantic] if semantic else [])

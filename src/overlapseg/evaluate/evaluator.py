@@ -86,7 +86,7 @@ def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytopla
              iou_type: str = "segm", semantic_dir: str | os.PathLike | None = None,
              overlap_bins: Sequence[Sequence[float]] = DEFAULT_BINS, border_width: int = 2,
              boundary_dilation: float = 0.02, score_threshold: float = 0.5,
-             isbi_threshold: float = 0.7, isbi_criterion: str = "dice",
+             isbi_threshold: float = 0.7, isbi_criterion: str = "iou",
              error_min_dice: float = 0.5) -> dict:
     """Compute the full metric suite. ``gt_json``: path or COCO dict; ``pred_json``: path or list.
 

@@ -120,7 +120,7 @@ class DetectionCounts:
     isbi_fpp_sum: float = 0.0
 
     def add(self, table: PairTable, image_pixels: int, iou_threshold: float = 0.5,
-            isbi_threshold: float = 0.7, isbi_criterion: str = "dice") -> tuple[np.ndarray, np.ndarray]:
+            isbi_threshold: float = 0.7, isbi_criterion: str = "iou") -> tuple[np.ndarray, np.ndarray]:
         """Add one image; returns the IoU>=threshold matched (gt, dt) pairs."""
         n_gt, n_dt = table.inter.shape
         gi, di = match(table.iou, iou_threshold)
