@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
-
 import torch
+import torchvision
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +28,43 @@ def group_norm(num_channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, num_channels), num_channels)
 
 
+def resnet_fpn(depth: int, fpn_channels: int, pretrained_backbone=None) -> BackboneWithFPN:
+    """ResNet with trainable GroupNorm everywhere, wrapped in torchvision's FPN."""
+    body = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=group_norm)
+    if pretrained_backbone:
+        state = torch.load(pretrained_backbone, map_location="cpu", weights_only=True)
+        own = body.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise ValueError(f"{pretrained_backbone}: no tensor matches a resnet{depth} backbone")
+        body.load_state_dict(usable, strict=False)
+        log.info("loaded %d/%d backbone tensors from %s", len(usable), len(own), pretrained_backbone)
+    stage_channels = [body.inplanes // 8 * 2 ** i for i in range(4)]  # 64..512 or 256..2048
+    return BackboneWithFPN(body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels,
+                           fpn_channels, extra_blocks=LastLevelMaxPool())
+
+
 def build_maskrcnn(depth: int = 18, image_size: int = 512, anchor_sizes=(16, 32, 64, 128, 256),
                    pretrained_backbone: str | os.PathLike | None = None,
-                   detections_per_image: int = 100, **kwargs) -> MaskRCNN:
+                   detections_per_image: int = 100, fpn_channels: int = 256,
+                   mask_head_channels: int = 256, box_head_dim: int = 1024, **kwargs) -> MaskRCNN:
     """ResNet-``depth``-FPN Mask R-CNN with GroupNorm, from scratch unless a local weights file is given.
 
     ``pretrained_backbone``: path to a torchvision ResNet state dict (e.g. ImageNet weights
     fetched by the user); BatchNorm entries in it do not apply to GroupNorm and are skipped.
+    ``fpn_channels``/``mask_head_channels``/``box_head_dim`` default to torchvision's sizes;
+    smaller values make CPU runs affordable (most of the cost is the 4-conv mask head).
+    ``kwargs`` go to ``MaskRCNN`` (e.g. ``box_batch_size_per_image``).
     """
-    backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None,
-                                   norm_layer=partial(group_norm), trainable_layers=5)
-    if pretrained_backbone:
-        state = torch.load(pretrained_backbone, map_location="cpu", weights_only=True)
-        own = backbone.body.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not usable:
-            raise ValueError(f"{pretrained_backbone}: no tensor matches a resnet{depth} backbone")
-        backbone.body.load_state_dict(usable, strict=False)
-        log.info("loaded %d/%d backbone tensors from %s", len(usable), len(own), pretrained_backbone)
+    backbone = resnet_fpn(depth, fpn_channels, pretrained_backbone)
     anchors = AnchorGenerator(sizes=tuple((s,) for s in anchor_sizes),
                               aspect_ratios=((0.5, 1.0, 2.0),) * len(anchor_sizes))
-    return MaskRCNN(backbone, num_classes=NUM_CLASSES, rpn_anchor_generator=anchors,
+    return MaskRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors,
                     min_size=image_size, max_size=image_size,
                     # grayscale replicated to 3 channels: no ImageNet colour statistics
                     image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25],
+                    box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
+                    box_predictor=FastRCNNPredictor(box_head_dim, NUM_CLASSES),
+                    mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1),
+                    mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, NUM_CLASSES),
                     box_detections_per_img=detections_per_image, **kwargs)

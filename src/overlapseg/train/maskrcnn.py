@@ -25,6 +25,12 @@ DEFAULTS = {
     "image_size": 512,
     "anchor_sizes": [16, 32, 64, 128, 256],
     "pretrained_backbone": None,
+    # head sizes (torchvision defaults; smaller for CPU budgets) and ROI sampling
+    "fpn_channels": 256,
+    "mask_head_channels": 256,
+    "box_head_dim": 1024,
+    "box_batch_size_per_image": 512,
+    "rpn_post_nms_top_n_train": 2000,
     "iterations": 300,
     "batch_size": 2,
     "optimizer": "sgd",
@@ -107,6 +113,16 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- training
+def build_from_params(p: dict, pretrained: bool):
+    """The model a params dict describes (inference skips the pretrained file: weights come from model.pt)."""
+    return build_maskrcnn(p["depth"], p["image_size"], p["anchor_sizes"],
+                          p["pretrained_backbone"] if pretrained else None,
+                          fpn_channels=p["fpn_channels"], mask_head_channels=p["mask_head_channels"],
+                          box_head_dim=p["box_head_dim"],
+                          box_batch_size_per_image=p["box_batch_size_per_image"],
+                          rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"])
+
+
 def _make_optimizer(model, p: dict):
     params = [q for q in model.parameters() if q.requires_grad]
     if p["optimizer"] == "sgd":
@@ -135,7 +151,7 @@ def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, par
     set_threads(p["threads"])
     seed_everything(seed, device)
     data = InstanceData(train_sets)
-    model = build_maskrcnn(p["depth"], p["image_size"], p["anchor_sizes"], p["pretrained_backbone"]).to(device)
+    model = build_from_params(p, pretrained=True).to(device)
     optimizer = _make_optimizer(model, p)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(p))
     ckpt = out_dir / "checkpoints" / "last.pt"
@@ -185,7 +201,7 @@ def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, par
 def load_model(model_dir: Path, device: str):
     state = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
     p = state["params"]
-    model = build_maskrcnn(p["depth"], p["image_size"], p["anchor_sizes"])
+    model = build_from_params(p, pretrained=False)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), p
 
