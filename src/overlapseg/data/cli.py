@@ -4,24 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _options(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> dict, values parsed as YAML scalars (numbers, bools, lists)."""
-    import yaml
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+from overlapseg.utils.cli import parse_options
 
 
 def cmd_ingest(args) -> None:
     from overlapseg.data.ingest import ingest
 
-    ingest(args.format, args.raw, args.out, **_options(args.option))
+    ingest(args.format, args.raw, args.out, **parse_options(args.option))
 
 
 def cmd_demo(args) -> None:

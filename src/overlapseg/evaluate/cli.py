@@ -1,7 +1,6 @@
 """``overlapseg evaluate``: the full metric suite on COCO ground truth + COCO results."""
 from __future__ import annotations
 
-import argparse
 
 
 def cmd_evaluate(args) -> None:

@@ -35,9 +35,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from overlapseg.data.canonical import CanonicalDataset, DataError, Instance, Sample, write_canonical_dataset
+from overlapseg.data.canonical import CanonicalDataset, DataError, Sample, write_canonical_dataset
 from overlapseg.synth.sources import (CellCrop, SourceImage, from_float, is_identity, load_source,
-                                      match_channels, random_affine, sample_instances,
+                                      match_channels, place_cell, random_affine, sample_instances,
                                       select_pool, warp_image, warp_mask)
 
 log = logging.getLogger(__name__)
@@ -184,14 +184,7 @@ def ccce_image(base: SourceImage, donors: Sequence[SourceImage], cfg: CCCEConfig
                                 factor, background)
         count[win] += item.mask
         area = int((count > 0).sum())
-        full = np.zeros((h, w), bool)
-        full[win] = item.mask
-        instances.append(Instance(full, "cytoplasm"))
-        parent = len(instances) - 1
-        for nuc in item.nuclei:
-            nfull = np.zeros((h, w), bool)
-            nfull[win] = nuc
-            instances.append(Instance(nfull, "nucleus", parent))
+        place_cell(instances, win, item.mask, item.nuclei, (h, w))
         pasted_n += 1
     source = (f"ccce base={base.name} donors={','.join(d.name for d in donors)} "
               f"pasted={pasted_n} mode={cfg.mode}")

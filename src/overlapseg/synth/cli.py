@@ -4,18 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _options(pairs: list[str] | None) -> dict:
-    """``KEY=VALUE`` strings -> dict, values parsed as YAML (numbers, lists, strings)."""
-    import yaml
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+from overlapseg.utils.cli import parse_options
 
 
 def _names(args) -> list[str] | None:
@@ -32,7 +21,7 @@ def _names(args) -> list[str] | None:
 def cmd_ccce(args) -> None:
     from overlapseg.synth.ccce import write_ccce
 
-    params = _options(args.option)
+    params = parse_options(args.option)
     if args.mode:
         params["mode"] = args.mode
     write_ccce(args.sources, args.out, n=args.n, seed=args.seed, names=_names(args), **params)
@@ -42,7 +31,7 @@ def cmd_copypaste(args) -> None:
     from overlapseg.synth.copypaste import write_copypaste
 
     write_copypaste(args.sources, args.out, n=args.n, seed=args.seed, names=_names(args),
-                    **_options(args.option))
+                    **parse_options(args.option))
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from overlapseg.data.canonical import CanonicalDataset, DataError, Instance, Sample, write_canonical_dataset
 from overlapseg.synth.sources import (CellCrop, SourceImage, from_float, load_source,
-                                      match_channels, random_affine)
+                                      match_channels, place_cell, random_affine)
 
 log = logging.getLogger(__name__)
 
@@ -230,16 +230,8 @@ def copypaste_image(cells: Sequence[CellCrop], cfg: CopyPasteConfig, size: tuple
         centres.append((y + ph / 2, x + pw / 2, radius))
         _add_clipped(od, piece.od, y - piece.offset[0], x - piece.offset[1])
         count[win] += piece.mask
-        full = np.zeros((h, w), bool)
-        full[win] = piece.mask
-        cell_masks.append(full)
+        cell_masks.append(place_cell(instances, win, piece.mask, piece.nuclei, (h, w)))
         cell_areas.append(int(piece.mask.sum()))
-        instances.append(Instance(full, "cytoplasm"))
-        parent = len(instances) - 1
-        for nuc in piece.nuclei:
-            nfull = np.zeros((h, w), bool)
-            nfull[win] = nuc
-            instances.append(Instance(nfull, "nucleus", parent))
         ratios.append(ratio)
     if cfg.output == "intensity":
         image = background[None, None, :] * np.exp(-od)

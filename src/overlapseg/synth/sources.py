@@ -196,3 +196,20 @@ def warp_mask(mask: np.ndarray, matrix: np.ndarray, out_h: int, out_w: int) -> n
 def sample_instances(sample: Sample) -> list[Instance]:
     """Copies of a sample's instances (so a synthetic image never aliases its source)."""
     return [Instance(i.mask.copy(), i.category, i.parent) for i in sample.instances]
+
+
+def place_cell(instances: list[Instance], window, mask: np.ndarray, nuclei, shape) -> np.ndarray:
+    """Append a pasted cell (and its nuclei, linked to it) as full-frame amodal instances.
+
+    ``window`` is the slice pair of ``shape`` the crop-sized masks were pasted into; returns the
+    full-frame cell mask.
+    """
+    full = np.zeros(shape, bool)
+    full[window] = mask
+    instances.append(Instance(full, "cytoplasm"))
+    parent = len(instances) - 1
+    for nucleus in nuclei:
+        nucleus_full = np.zeros(shape, bool)
+        nucleus_full[window] = nucleus
+        instances.append(Instance(nucleus_full, "nucleus", parent))
+    return full
