@@ -106,6 +106,18 @@ def test_training_data_targets_follow_semantic_definitions(dataset):
     assert 0 <= item[3].min() and item[3].max() <= 1
 
 
+def test_output_biases_start_at_class_priors(dataset, tmp_path):
+    data = T.SemanticData([DataRef(dataset)], ("cytoplasm", "nucleus"), None)
+    model = T.build_seunet(T.resolve_params({**TINY, "heads": "2-head"}))
+    priors = T.init_output_priors(model, data)
+    ds = CanonicalDataset(dataset)
+    nuc = np.mean([ds.masks(n, "nucleus").any(0).mean() for n in ds.names])
+    assert priors["nucleus"] == pytest.approx(nuc)
+    bias = float(model.decoders["nucleus"].out.bias)
+    assert bias == pytest.approx(math.log(nuc / (1 - nuc)), rel=1e-5)
+    assert priors["cytoplasm"] > priors["nucleus"]
+
+
 def test_missing_map_file_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(DataError, match="img0.npz"):
         T.SemanticData([DataRef(dataset, ["img0"], maps=tmp_path)], ("cytoplasm", "overlap"), "v1")
