@@ -61,7 +61,7 @@ def test_two_runs_from_scratch_are_byte_identical(tmp_path):
     for rel in ["results/demo/metrics/maskrcnn.json", "results/demo/metrics/seunet_ovl.json",
                 *targets, "results/demo/splits.json", "results/demo/predictions/maskrcnn.json",
                 "results/demo/predictions/seunet_ovl.json", "results/demo/synth/ccce/annotations.json",
-                "results/models/seunet_ovl/model.pt"]:
+                "results/demo/models/seunet_ovl/model.pt"]:
         a, b = (runs[0] / rel).read_bytes(), (runs[1] / rel).read_bytes()
         assert a == b, rel
     metrics = (runs[0] / "results/demo/metrics/maskrcnn.json").read_text()

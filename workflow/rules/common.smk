@@ -65,6 +65,8 @@ def synth_params(method):
 def train_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.experiment]
     ds, source = exp["train"]["dataset"], exp["train"].get("source", "original")
+    if wildcards.dataset != ds:
+        raise ValueError(f"experiment {wildcards.experiment!r} trains on {ds!r}, not {wildcards.dataset!r}")
     inputs = {"data": data_dir(ds), "splits": f"results/{ds}/splits.json"}
     if source != "original":
         inputs["synthetic"] = data_dir(ds, source)
@@ -74,6 +76,11 @@ def train_inputs(wildcards):
         if source != "original":
             inputs["synthetic_maps"] = f"results/{ds}/maps/{source}/{variant}"
     return inputs
+
+
+def model_file(experiment):
+    """Models live under the dataset they were trained on (configs may share experiment names)."""
+    return f"results/{EXPERIMENTS[experiment]['train']['dataset']}/models/{experiment}/model.pt"
 
 
 def experiment_config(name):

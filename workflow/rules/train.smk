@@ -2,11 +2,11 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/models/{experiment}/model.pt",
+        model="results/{dataset}/models/{experiment}/model.pt",
     log:
-        "logs/train/{experiment}.log",
+        "logs/{dataset}/train_{experiment}.log",
     benchmark:
-        "benchmarks/out/train/{experiment}.tsv"
+        "benchmarks/out/{dataset}/train_{experiment}.tsv"
     params:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
         train=lambda wc: EXPERIMENTS[wc.experiment]["train"],
@@ -24,7 +24,7 @@ rule train:
 
 rule predict:
     input:
-        model="results/models/{experiment}/model.pt",
+        model=lambda wc: model_file(wc.experiment),
         data="results/{dataset}/data",
         splits="results/{dataset}/splits.json",
     output:
