@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--study", action="store_true", help="also time the study size (slow on CPU)")
+    ap.add_argument("--demo-skip", action="store_true", help="skip the demo-size measurements")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_str:
         tmp = Path(tmp_str)
@@ -72,7 +73,7 @@ def main() -> None:
         configs = [("base", {}), ("2-head", {}), ("3-head", {}), ("4-head", {}),
                    ("2-head+ovl", {"heads": "2-head", "overlap": True}),
                    ("2-head+ovl-v4", {"heads": "2-head", "overlap": True, "map_variant": "v4"})]
-        for tag, extra in configs:
+        for tag, extra in [] if args.demo_skip else configs:
             params = {**DEMO, "heads": tag, "threads": args.threads, **extra}
             r = bench(demo, tmp, tag, params, args.iterations, 3)
             print(f"demo {tag:14s} crop {DEMO['crop']} batch {DEMO['batch_size']} "

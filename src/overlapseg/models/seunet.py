@@ -12,8 +12,9 @@ Brightfield thesis (``003``), Sec. 4.2.1-4.2.3 and 4.3:
   optional ``overlap`` branch (pixels of >= 2 cells, Sec. 4.3 / Table 5.3) on top of any.
 
 The network takes one grey channel in [0, 1] (``overlapseg.data.preprocess.to_float_gray``)
-and returns logits ``(B, K, H, W)`` with channels ordered as :attr:`SEUNet.heads`. Inputs of any size are
-accepted: they are padded (reflect) up to a multiple of ``2**depth`` and cropped back.
+and returns logits ``(B, K, H, W)`` with channels ordered as :attr:`SEUNet.heads`. Inputs of
+any size are accepted: they are padded (reflect) up to a multiple of ``2**depth`` and cropped
+back.
 """
 from __future__ import annotations
 

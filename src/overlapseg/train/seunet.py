@@ -328,7 +328,8 @@ def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, par
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        row = {f"loss_{h}": float(v.detach()) for h, v in parts.items()} | {"loss": float(loss.detach())}
+        row = {f"loss_{h}": float(v.detach()) for h, v in parts.items()}
+        row["loss"] = float(loss.detach())
         done = it + 1
         if done % every == 0 or done == total_it:
             if val is not None:
