@@ -165,7 +165,7 @@ def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, par
     model.train()
     t0 = time.time()
     for it in tqdm(range(start, p["iterations"]), desc=f"train {out_dir.name}", initial=start,
-                   total=p["iterations"], mininterval=5, disable=None):
+                   total=p["iterations"], mininterval=10):
         rng = iteration_rng(seed, it)
         batch = rng.choice(len(data), size=min(p["batch_size"], len(data)), replace=False)
         images, targets = [], []
@@ -219,7 +219,7 @@ def predict(model_dir: Path, data: DataRef, out_json: Path, semantic_dir: Path,
     cyto, nuc = CATEGORY_IDS["cytoplasm"], CATEGORY_IDS["nucleus"]
     results = []
     with atomic_dir(semantic_dir) as sem_tmp:
-        for name in tqdm(names, desc="predict", mininterval=5, disable=None):
+        for name in tqdm(names, desc="predict", mininterval=10):
             image = to_float_gray(ds.load_image(name))
             out = model([image_tensor(image).to(device)])[0]
             scores = out["scores"].cpu().numpy()
