@@ -13,7 +13,7 @@ rule train:
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         seed=lambda wc: experiment_seed(wc.experiment),
         device=config["device"],
-    threads: 2
+    threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=1,
     conda:
@@ -36,7 +36,7 @@ rule predict:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         device=config["device"],
-    threads: 2
+    threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=1,
     conda:
