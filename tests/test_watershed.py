@@ -107,3 +107,20 @@ def test_nucleus_instances_are_components_above_min_size():
     labels = nucleus_instances(p, threshold=0.5, min_size=4)
     assert labels.max() == 2
     assert ndi.label(labels > 0)[1] == 2
+
+
+def test_confident_plateau_splits_halfway_between_markers():
+    """Near-flat cytoplasm probability must not let one marker flood the whole clump."""
+    rng = np.random.default_rng(0)
+    prob = np.zeros((40, 80), np.float32)
+    prob[5:35, 5:75] = 1.0 - rng.uniform(0, 1e-3, (30, 70)).astype(np.float32)
+    nuclei = np.zeros_like(prob)
+    nuclei[18:22, 14:18] = 1.0  # markers centred at x = 16 and x = 64
+    nuclei[18:22, 62:66] = 1.0
+    labels = watershed_cells(prob, nuclei, min_size=1, min_nucleus_size=1)
+    left, right = labels[20, 16], labels[20, 64]
+    assert left != right and left > 0 and right > 0
+    # the boundary sits at the midpoint x = 40 (+-2 px) along every row of the clump
+    for row in range(5, 35):
+        boundary = np.nonzero(labels[row] == right)[0].min()
+        assert abs(boundary - 40) <= 2, (row, boundary)

@@ -6,9 +6,12 @@ transform using the predicted cytoplasm and nuclei. Here:
 * foreground = cytoplasm probability >= threshold;
 * markers = connected components of the predicted nucleus mask (inside the foreground),
   or, without a nucleus head, the maxima of the foreground's Euclidean distance transform;
-* flooding relief = ``1 - p_cytoplasm`` (plus ``p_border`` when a border head exists), so
-  basins meet along low-confidence cytoplasm and predicted borders; where the relief is
-  flat the flood proceeds in breadth-first order, i.e. splits geodesically between markers;
+* flooding relief = ``1 - p_cytoplasm`` (plus ``p_border`` when a border head exists) plus
+  ``distance_weight`` x the distance to the nearest marker (normalised to [0, 1]), so basins
+  meet along low-confidence cytoplasm and predicted borders, and otherwise halfway between
+  markers. Without the distance term the relief inside confident cytoplasm is nearly flat
+  and tiny probability differences (1e-3) decide the flooding order, which lets one marker
+  flood a whole clump;
 * foreground components that contain no marker become one instance each.
 
 A watershed is a partition: every pixel gets at most one label, so these instances can
@@ -59,7 +62,8 @@ def distance_markers(foreground: np.ndarray, min_distance: int = 10) -> np.ndarr
 def watershed_cells(cyto_prob: np.ndarray, nucleus_prob: np.ndarray | None = None,
                     border_prob: np.ndarray | None = None, threshold: float = 0.5,
                     nucleus_threshold: float = 0.5, min_size: int = 50,
-                    min_nucleus_size: int = 10, min_distance: int = 10) -> np.ndarray:
+                    min_nucleus_size: int = 10, min_distance: int = 10,
+                    distance_weight: float = 0.5) -> np.ndarray:
     """Label image (int32, 0 = background) of cell instances; see the module docstring."""
     cyto_prob = np.asarray(cyto_prob, dtype=np.float32)
     foreground = cyto_prob >= threshold
@@ -71,6 +75,9 @@ def watershed_cells(cyto_prob: np.ndarray, nucleus_prob: np.ndarray | None = Non
     relief = 1.0 - cyto_prob
     if border_prob is not None:
         relief = relief + np.asarray(border_prob, dtype=np.float32)
+    if distance_weight and markers.any():
+        to_marker = ndi.distance_transform_edt(markers == 0)
+        relief = relief + distance_weight * (to_marker / max(float(to_marker[foreground].max()), 1.0))
     labels = watershed(relief, markers=markers, mask=foreground, connectivity=1)
     # foreground pieces no marker reached: one instance each
     unseeded, n = ndi.label(foreground & (labels == 0), structure=_CONN)

@@ -81,7 +81,7 @@ DEFAULTS: dict = {
     "stride": 256,
     "thresholds": {"cytoplasm": 0.5, "nucleus": 0.5, "border": 0.5, "background": 0.5,
                    "overlap": 0.3},
-    "watershed": {"min_size": 50, "min_nucleus_size": 10, "min_distance": 10},
+    "watershed": {"min_size": 50, "min_nucleus_size": 10, "min_distance": 10, "distance_weight": 0.5},
 }
 # params that change what is learned (a checkpoint only resumes when these match)
 _TRAINING_KEYS = ("heads", "overlap", "base_channels", "depth", "norm", "se_reduction",
@@ -401,7 +401,8 @@ def instances_from_probabilities(probs: dict[str, np.ndarray], image_id: int,
                             nucleus_threshold=float(thr["nucleus"]),
                             min_size=int(ws["min_size"]),
                             min_nucleus_size=int(ws["min_nucleus_size"]),
-                            min_distance=int(ws["min_distance"]))
+                            min_distance=int(ws["min_distance"]),
+                            distance_weight=float(ws["distance_weight"]))
     results = labels_to_coco(cells, probs["cytoplasm"], image_id, CATEGORY_IDS["cytoplasm"])
     if nucleus is not None:
         nuclei = nucleus_instances(nucleus, float(thr["nucleus"]), int(ws["min_nucleus_size"]))
