@@ -18,7 +18,7 @@ rule ccce:
     conda:
         CONDA_ENV
     script:
-        "../scripts/ccce.py"
+        "../scripts/synthesize.py"
 
 
 rule copypaste:
@@ -37,7 +37,7 @@ rule copypaste:
     conda:
         CONDA_ENV
     script:
-        "../scripts/copypaste.py"
+        "../scripts/synthesize.py"
 
 
 rule ccce_figure:
