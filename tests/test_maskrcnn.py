@@ -8,8 +8,13 @@ from fixtures_isbi import write_isbi_fixture
 from overlapseg.data.canonical import CanonicalDataset
 from overlapseg.data.ingest import ingest
 from overlapseg.models.maskrcnn import build_maskrcnn
-from overlapseg.train import maskrcnn
-from overlapseg.train.api import DataRef
+from overlapseg.train import base, maskrcnn
+from overlapseg.train.api import predict_data
+from overlapseg.train.base import DataRef, TrainInputs
+
+
+def fit(data, out, params, seed):
+    return maskrcnn.MaskRCNNTrainer(params, seed, "cpu", TrainInputs([DataRef(data)])).train(out)
 
 PARAMS = {"image_size": 64, "iterations": 4, "warmup": 2, "checkpoint_every": 2, "threads": 1}
 
@@ -55,40 +60,63 @@ def test_augment_keeps_image_and_masks_aligned():
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
-    return maskrcnn.train([DataRef(data)], None, tmp_path_factory.mktemp("m") / "a", PARAMS, seed=1)
+    return fit(data, tmp_path_factory.mktemp("m") / "a", PARAMS, seed=1)
 
 
 def test_resume_after_interruption_is_exact(data, trained, tmp_path, monkeypatch):
-    original_save = maskrcnn.save_checkpoint
+    original_save = base.Trainer._save_checkpoint
 
     def save_then_crash(*args, **kwargs):
         original_save(*args, **kwargs)
         raise KeyboardInterrupt  # the job is killed right after its first checkpoint
 
-    monkeypatch.setattr(maskrcnn, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(base.Trainer, "_save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        maskrcnn.train([DataRef(data)], None, tmp_path / "b", PARAMS, seed=1)
+        fit(data, tmp_path / "b", PARAMS, seed=1)
     assert not (tmp_path / "b" / "model.pt").exists()
-    monkeypatch.setattr(maskrcnn, "save_checkpoint", original_save)
-    resumed = maskrcnn.train([DataRef(data)], None, tmp_path / "b", PARAMS, seed=1)
-    a = torch.load(trained, weights_only=False)["model"]
-    b = torch.load(resumed, weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    monkeypatch.setattr(base.Trainer, "_save_checkpoint", original_save)
+    resumed = fit(data, tmp_path / "b", PARAMS, seed=1)
+    assert resumed.read_bytes() == trained.read_bytes()
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
-    assert [int(r.split(",")[0]) for r in log[1:]] == [0, 1, 2, 3]
+    assert [int(r.split(",")[0]) for r in log[1:]] == [1, 2, 3, 4]
     assert log == (trained.parent / "log.csv").read_text().splitlines()
 
 
-def test_nan_loss_fails_with_context(data, tmp_path):
-    with pytest.raises(FloatingPointError, match=r"nan_run: non-finite training loss at iteration \d"):
-        maskrcnn.train([DataRef(data)], None, tmp_path / "nan_run", {**PARAMS, "lr": float("nan")}, seed=0)
+def test_changed_params_do_not_resume_a_checkpoint(data, trained, tmp_path):
+    """Issue 11 item 2: a checkpoint written with another lr is not resumed."""
+    out = tmp_path / "lr"
+    fit(data, out, {**PARAMS, "iterations": 2}, seed=1)
+    fit(data, out, {**PARAMS, "lr": 0.01}, seed=1)
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["iterations_run"] == PARAMS["iterations"]  # trained from scratch
+    assert torch.load(out / "model.pt", weights_only=False)["params"]["lr"] == 0.01
+
+
+def test_more_iterations_continue_from_the_final_checkpoint(data, trained, tmp_path):
+    out = tmp_path / "grow"
+    fit(data, out, PARAMS, seed=1)
+    fit(data, out, {**PARAMS, "iterations": 6}, seed=1)
+    assert json.loads((out / "timing.json").read_text())["iterations_run"] == 2
+
+
+def test_nan_loss_fails_with_context_and_writes_no_checkpoint(data, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"'nan_run': non-finite training loss at iteration \d"):
+        fit(data, tmp_path / "nan_run", {**PARAMS, "lr": float("nan")}, seed=0)
     assert not (tmp_path / "nan_run" / "model.pt").exists()
+    assert not (tmp_path / "nan_run" / "checkpoints" / "last.pt").exists()
+
+
+def test_model_file_is_byte_identical_on_rerun(data, trained, tmp_path):
+    """Issue 11 item 14: no temporary file name inside the zip records."""
+    again = fit(data, tmp_path / "a", PARAMS, seed=1)
+    assert again.read_bytes() == trained.read_bytes()
+    assert b".model.pt." not in again.read_bytes()
 
 
 def test_predict_writes_coco_results_and_semantics(data, trained, tmp_path):
     names = CanonicalDataset(data).names[:2]
-    maskrcnn.predict(trained.parent, DataRef(data, names), tmp_path / "p.json", tmp_path / "sem",
-                     {"score_threshold": 0.0}, "cpu")
+    predict_data(trained.parent, DataRef(data, names), tmp_path / "p.json", tmp_path / "sem",
+                 {"score_threshold": 0.0}, "cpu")
     results = json.loads((tmp_path / "p.json").read_text())
     ids = {CanonicalDataset(data).images[n]["id"] for n in names}
     assert all(r["image_id"] in ids and r["category_id"] in (1, 2) and 0 <= r["score"] <= 1
@@ -101,4 +129,4 @@ def test_predict_writes_coco_results_and_semantics(data, trained, tmp_path):
 
 def test_unknown_param_is_rejected():
     with pytest.raises(KeyError, match="iteratons"):
-        maskrcnn.resolve_params({"iteratons": 3})
+        maskrcnn.MaskRCNNTrainer.resolve_params({"iteratons": 3})

@@ -8,7 +8,13 @@ import torch
 from overlapseg.data.canonical import (CanonicalDataset, DataError, Instance, Sample,
                                        decode_segmentation, write_canonical_dataset)
 from overlapseg.train import seunet as T
-from overlapseg.train.api import DataRef, trainer
+from overlapseg.train.api import predict_data
+from overlapseg.train.base import DataRef, TrainInputs, get_trainer
+
+
+def fit(refs, val, out, params, seed, maps=None):
+    inputs = TrainInputs(refs, val, map_variant=maps)
+    return T.SEUNetTrainer(params, seed, "cpu", inputs).train(out)
 
 TINY = {"base_channels": 4, "depth": 2, "crop": 32, "batch_size": 2, "iterations": 4,
         "lr": 1e-3, "checkpoint_every": 2, "tile": 32, "stride": 16, "threads": 1,
@@ -42,8 +48,7 @@ def dataset(tmp_path_factory):
 
 
 def test_registry_exposes_trainer():
-    mod = trainer("seunet")
-    assert callable(mod.train) and callable(mod.predict)
+    assert get_trainer("seunet") is T.SEUNetTrainer
 
 
 def test_params_are_validated():
@@ -52,9 +57,9 @@ def test_params_are_validated():
     with pytest.raises(KeyError, match="unknown seunet loss_weights keys"):
         T.resolve_params({"loss_weights": {"nuclei": 1.0}})
     with pytest.raises(ValueError, match="overlap head"):
-        T.resolve_params({"map_variant": "v4"})
-    with pytest.raises(ValueError, match="map_variant"):
-        T.resolve_params({"overlap": True, "map_variant": "v9"})
+        T.SEUNetTrainer({}, 0, "cpu", TrainInputs([], map_variant="v4"))
+    with pytest.raises(KeyError, match="map_variant"):  # the map variant is an input, not a param
+        T.resolve_params({"overlap": True, "map_variant": "v4"})
     p = T.resolve_params({"thresholds": {"cytoplasm": 0.4}})
     assert p["thresholds"]["cytoplasm"] == 0.4 and p["thresholds"]["overlap"] == 0.3
 
@@ -63,7 +68,7 @@ def test_loss_is_weighted_bce_plus_map_recalibrated_focal():
     # logits 0 -> p = 0.5. BCE = ln 2 per pixel. Focal (alpha .25, gamma 2) with soft target
     # y' = y (1 - P): pixel y=1, P=0.5 -> y'=.5: .25*.25*.5*ln2 + .75*.25*.5*ln2 = .125 ln2;
     # pixel y=0 -> y'=0: .75*.25*ln2 = .1875 ln2; mean = .15625 ln2.
-    params = T.resolve_params({"heads": "base", "overlap": True, "map_variant": "v0",
+    params = T.resolve_params({"heads": "base", "overlap": True,
                                "loss_weights": {"cytoplasm": 2.0, "overlap": 3.0}})
     logits = torch.zeros(1, 2, 1, 2)
     targets = torch.tensor([[[[1.0, 0.0]], [[1.0, 0.0]]]])
@@ -127,24 +132,24 @@ def _state(path):
 
 
 def test_training_is_deterministic_and_resumes_exactly(dataset, tmp_path):
-    params = {**TINY, "heads": "2-head", "overlap": True, "map_variant": "v4"}
-    a = T.train([DataRef(dataset)], None, tmp_path / "a", params, 5, "cpu")
-    b = T.train([DataRef(dataset)], None, tmp_path / "b", params, 5, "cpu")
+    params = {**TINY, "heads": "2-head", "overlap": True}
+    a = fit([DataRef(dataset)], None, tmp_path / "a", params, 5, "v4")
+    b = fit([DataRef(dataset)], None, tmp_path / "b", params, 5, "v4")
     assert a.read_bytes() == b.read_bytes()
     # interrupted after 2 iterations (checkpoint), then continued to 4
-    T.train([DataRef(dataset)], None, tmp_path / "c", {**params, "iterations": 2}, 5, "cpu")
+    fit([DataRef(dataset)], None, tmp_path / "c", {**params, "iterations": 2}, 5, "v4")
     assert (tmp_path / "c" / "checkpoints" / "last.pt").is_file()
-    c = T.train([DataRef(dataset)], None, tmp_path / "c", params, 5, "cpu")
+    c = fit([DataRef(dataset)], None, tmp_path / "c", params, 5, "v4")
     timing = json.loads((tmp_path / "c" / "timing.json").read_text())
     assert timing["iterations_run"] == 2  # really resumed, not retrained from scratch
     sa, sc = _state(a), _state(c)
     assert all(torch.equal(sa[k], sc[k]) for k in sa)
     log_a = (tmp_path / "a" / "log.csv").read_text()
     assert log_a == (tmp_path / "c" / "log.csv").read_text()
-    assert log_a.splitlines()[0] == "iteration,loss_cytoplasm,loss_nucleus,loss_overlap,loss"
+    assert log_a.splitlines()[0] == "iteration,loss_cytoplasm,loss_nucleus,loss_overlap,loss,lr"
     assert len(log_a.splitlines()) == 1 + 4
     # another seed gives another model
-    d = T.train([DataRef(dataset)], None, tmp_path / "d", params, 6, "cpu")
+    d = fit([DataRef(dataset)], None, tmp_path / "d", params, 6, "v4")
     assert any(not torch.equal(sa[k], v) for k, v in _state(d).items())
 
 
@@ -155,20 +160,19 @@ def test_nan_loss_names_experiment_and_iteration(dataset, tmp_path, monkeypatch)
     monkeypatch.setattr(T, "semantic_loss", nan_loss)
     out = tmp_path / "exp_nan"
     with pytest.raises(FloatingPointError, match=r"exp_nan.*iteration 1"):
-        T.train([DataRef(dataset)], None, out, {**TINY, "heads": "base"}, 0, "cpu")
+        fit([DataRef(dataset)], None, out, {**TINY, "heads": "base"}, 0)
     assert not (out / "model.pt").exists()
 
 
 def test_predict_writes_semantic_maps_and_coco_instances(dataset, tmp_path):
     params = {**TINY, "heads": "4-head", "overlap": True, "iterations": 2}
-    T.train([DataRef(dataset, ["img0", "img1"])], DataRef(dataset, ["img2"]), tmp_path / "m",
-            params, 0, "cpu")
+    fit([DataRef(dataset, ["img0", "img1"])], DataRef(dataset, ["img2"]), tmp_path / "m", params, 0)
     log = (tmp_path / "m" / "log.csv").read_text().splitlines()
     assert "val_f1_nucleus" in log[0] and len(log) == 3
     assert json.loads((tmp_path / "m" / "timing.json").read_text())["iterations_run"] == 2
     out_json, sem = tmp_path / "pred.json", tmp_path / "sem"
-    T.predict(tmp_path / "m", DataRef(dataset, ["img2", "img3"]), out_json, sem,
-              {**params, "thresholds": {"cytoplasm": 0.0}}, "cpu")
+    predict_data(tmp_path / "m", DataRef(dataset, ["img2", "img3"]), out_json, sem,
+                 {**params, "thresholds": {"cytoplasm": 0.0}}, "cpu")
     for name in ("img2", "img3"):
         with np.load(sem / f"{name}.npz") as npz:
             assert sorted(npz.files) == ["background", "border", "cytoplasm", "nucleus", "overlap"]
@@ -188,4 +192,4 @@ def test_predict_writes_semantic_maps_and_coco_instances(dataset, tmp_path):
 
 def test_predict_rejects_missing_model(dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="model.pt"):
-        T.predict(tmp_path / "none", DataRef(dataset), tmp_path / "p.json", tmp_path / "s", {}, "cpu")
+        predict_data(tmp_path / "none", DataRef(dataset), tmp_path / "p.json", tmp_path / "s", {}, "cpu")

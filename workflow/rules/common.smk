@@ -4,23 +4,39 @@ EXPERIMENTS = config["experiments"]
 CONDA_ENV = "../../envs/overlapseg.yaml"
 
 
+def synthetic_sources():
+    """Synthetic training sources the config can build (one source of truth: its synth rules)."""
+    return sorted(config.get("synth", {}))
+
+
 def _check_config():
     """Cross-references the JSON schema cannot express; fail before any job runs."""
+    from overlapseg.train.base import get_trainer, TrainInputs
+
+    known_sources = ["original", *synthetic_sources()]
     for name, exp in EXPERIMENTS.items():
-        for ds in [exp["train"]["dataset"], *exp["test"]]:
-            if ds not in DATASETS:
-                raise ValueError(f"config: experiment {name!r} names unknown dataset {ds!r} "
-                                 f"(datasets: {', '.join(DATASETS)})")
-        if DATASETS[exp["train"]["dataset"]]["splits"].get("preset") == "test-only":
-            raise ValueError(f"config: experiment {name!r} trains on test-only dataset "
-                             f"{exp['train']['dataset']!r}")
+        spec = exp.get("inputs", {})
+        sources = spec.get("sources", ["original"])
+        for source in sources:
+            if source not in known_sources:
+                raise ValueError(f"config: experiment {name!r} trains on unknown source {source!r} "
+                                 f"(known: {', '.join(known_sources)})")
+        teacher = spec.get("teacher")
+        if teacher is not None and teacher not in EXPERIMENTS:
+            raise ValueError(f"config: experiment {name!r} names unknown teacher experiment {teacher!r}")
+        if spec.get("mix") is not None and len(spec["mix"]) != len(sources):
+            raise ValueError(f"config: experiment {name!r}: inputs.mix has {len(spec['mix'])} "
+                             f"weights for {len(sources)} sources")
+        try:  # params resolved against the trainer's defaults, inputs checked by the trainer
+            get_trainer(exp["model"])(exp.get("params"), 0, "cpu",
+                                      TrainInputs([], None, spec.get("mix"), spec.get("maps"),
+                                                  teacher and model_file(teacher)))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"config: experiment {name!r}: {str(exc).strip(chr(34))}") from None
     for table, spec in config["report"].get("tables", {}).items():
         unknown = set(spec["experiments"]) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"config: report table {table!r} names unknown experiments {sorted(unknown)}")
-
-
-_check_config()
 
 
 wildcard_constraints:
@@ -49,7 +65,7 @@ def data_dir(dataset, source="original"):
 
 
 # ----------------------------------------------------------------------------- maps, synthesis
-MAP_VARIANTS = ["v0", "v1", "v2", "v3", "v4"]
+from overlapseg.maps.overlap_maps import VARIANTS as MAP_VARIANTS
 
 
 def maps_params():
@@ -62,19 +78,27 @@ def synth_params(method):
 
 
 # ----------------------------------------------------------------------------- training
+def experiment_inputs(name):
+    """The experiment's ``inputs:`` block with its defaults (sources, mix, maps, teacher)."""
+    spec = EXPERIMENTS[name].get("inputs", {})
+    return {"sources": list(spec.get("sources", ["original"])), "mix": spec.get("mix"),
+            "maps": spec.get("maps"), "teacher": spec.get("teacher")}
+
+
 def train_inputs(wildcards):
-    exp = EXPERIMENTS[wildcards.experiment]
-    ds, source = exp["train"]["dataset"], exp["train"].get("source", "original")
+    """Paths the inputs block names: synthetic sets, their maps, a teacher model."""
+    ds = EXPERIMENTS[wildcards.experiment]["train"]["dataset"]
     if wildcards.dataset != ds:
         raise ValueError(f"experiment {wildcards.experiment!r} trains on {ds!r}, not {wildcards.dataset!r}")
+    spec = experiment_inputs(wildcards.experiment)
     inputs = {"data": data_dir(ds), "splits": f"results/{ds}/splits.json"}
-    if source != "original":
-        inputs["synthetic"] = data_dir(ds, source)
-    variant = exp.get("params", {}).get("map_variant")
-    if variant:  # overlap head guided by a probability map: the maps rule feeds training
-        inputs["maps"] = f"results/{ds}/maps/original/{variant}"
-        if source != "original":
-            inputs["synthetic_maps"] = f"results/{ds}/maps/{source}/{variant}"
+    synthetic = [s for s in spec["sources"] if s != "original"]
+    if synthetic:
+        inputs["synthetic"] = [data_dir(ds, s) for s in synthetic]
+    if spec["maps"]:  # map-guided loss: the maps rule feeds training, one map set per source
+        inputs["maps"] = [f"results/{ds}/maps/{s}/{spec['maps']}" for s in spec["sources"]]
+    if spec["teacher"]:
+        inputs["teacher"] = model_file(spec["teacher"])
     return inputs
 
 
@@ -144,3 +168,6 @@ def final_outputs():
     for ds in sorted({exp["train"]["dataset"] for exp in EXPERIMENTS.values()}):
         outputs += data_figures(ds)
     return outputs
+
+
+_check_config()

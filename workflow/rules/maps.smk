@@ -11,8 +11,8 @@ rule overlap_maps:
     params:
         maps=maps_params(),
     wildcard_constraints:
-        variant="v[0-4]",
-        source="original|ccce|copypaste",
+        variant="|".join(MAP_VARIANTS),
+        source="|".join(["original", *synthetic_sources()]),
     threads: 1
     conda:
         CONDA_ENV

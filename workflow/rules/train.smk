@@ -9,7 +9,7 @@ rule train:
         "benchmarks/out/{dataset}/train_{experiment}.tsv"
     params:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
-        train=lambda wc: EXPERIMENTS[wc.experiment]["train"],
+        inputs=lambda wc: experiment_inputs(wc.experiment),
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         seed=lambda wc: experiment_seed(wc.experiment),
         device=config["device"],

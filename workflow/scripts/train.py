@@ -1,12 +1,13 @@
 """Rule train: train one experiment's model with the trainer its `model` names."""
-from overlapseg.train.api import train_experiment
-from overlapseg.utils.workflow import log_to_file
+from overlapseg.train.api import build_inputs, train_experiment
+from overlapseg.utils.workflow import as_list, log_to_file
 
 log_to_file(snakemake)
-inputs = snakemake.input
-train_experiment(model=snakemake.params.model, data=inputs.data, splits=inputs.splits,
-                 synthetic=getattr(inputs, "synthetic", None),
-                 maps=getattr(inputs, "maps", None), synthetic_maps=getattr(inputs, "synthetic_maps", None),
-                 with_original=snakemake.params.train.get("with_original", False),
-                 out_model=snakemake.output.model, params={**snakemake.params.params, "threads": snakemake.threads},
-                 seed=snakemake.params.seed, device=snakemake.params.device)
+spec = snakemake.params.inputs  # the experiment's inputs block, defaults filled
+inputs = build_inputs(snakemake.input.data, snakemake.input.splits, spec["sources"],
+                      as_list(snakemake.input.get("synthetic")), spec["maps"],
+                      as_list(snakemake.input.get("maps")) if spec["maps"] else None,
+                      spec["mix"], snakemake.input.get("teacher"))
+train_experiment(model=snakemake.params.model, out_model=snakemake.output.model,
+                 params={**snakemake.params.params, "threads": snakemake.threads},
+                 seed=snakemake.params.seed, inputs=inputs, device=snakemake.params.device)

@@ -1,42 +1,23 @@
-"""One entry point for training and inference of every model type.
+"""One entry point for training and inference of every registered trainer.
 
-Each model type is a module (``TRAINERS``) exposing::
-
-    train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path,
-          params: dict, seed: int, device: str) -> Path          # writes out_dir/model.pt
-    predict(model_dir: Path, data: DataRef, out_json: Path, semantic_dir: Path,
-            params: dict, device: str) -> None
+Trainers are classes registered by name (``overlapseg.train.base.TRAINERS``); this module
+turns file paths (what the Snakemake rules and the CLI have) into one :class:`TrainInputs`
+object and calls the trainer.
 
 ``predict`` writes COCO results (RLE + score, category ids 1 cytoplasm / 2 nucleus) for the
-images of ``data`` and one ``{name}.npz`` per image in ``semantic_dir`` with binary uint8
-arrays named after ``overlapseg.data.semantic.SEMANTIC_CLASSES`` that the model predicts
-(instance models derive them from their instances).
+images of a split and one ``{name}.npz`` per image with binary uint8 arrays named after
+``overlapseg.data.semantic.SEMANTIC_CLASSES`` that the model predicts (instance models derive
+them from their instances).
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-TRAINERS: dict[str, str] = {
-    "maskrcnn": "overlapseg.train.maskrcnn",
-    "seunet": "overlapseg.train.seunet",
-}
+from overlapseg.train.base import (TRAINERS, DataRef, TrainInputs, get_trainer,  # noqa: F401
+                                   load_trainers)
 
-
-@dataclass
-class DataRef:
-    """A canonical dataset directory, optionally restricted to some images, with maps."""
-
-    root: Path
-    names: list[str] | None = None  # None: all images
-    maps: Path | None = None  # directory of {name}.npz overlap-probability maps, if used
-
-
-def trainer(model: str):
-    if model not in TRAINERS:
-        raise ValueError(f"unknown model type {model!r}; known: {', '.join(TRAINERS)}")
-    return importlib.import_module(TRAINERS[model])
+ORIGINAL = "original"
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -57,26 +38,64 @@ def _read_splits(path) -> dict[str, list[str]]:
     return splits
 
 
-def train_experiment(model: str, data, splits, out_model, params: dict, seed: int,
-                     device: str = "auto", synthetic=None, with_original: bool = False,
-                     maps=None, synthetic_maps=None) -> Path:
-    """Train on the original train split, or on a synthetic set (optionally plus the original).
+def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
+                 source_dirs: Sequence | None = None, map_variant: str | None = None,
+                 maps: Sequence | None = None, mix: Sequence[float] | None = None,
+                 teacher=None) -> TrainInputs:
+    """The training inputs of one experiment.
 
-    Validation always uses the original val split, so models trained on synthetic data are
-    selected on real images. ``maps``/``synthetic_maps``: precomputed overlap-probability maps.
+    ``sources``: names of the training sources in order (``original`` = the train split of
+    ``data``; any other name is a synthetic dataset whose directory is the matching entry of
+    ``source_dirs``). ``maps``: per source, a directory of precomputed ``map_variant`` maps (or
+    None: computed on the fly). Validation always uses the original val split, so models
+    trained on synthetic data are selected on real images.
     """
     split = _read_splits(splits)
-    original = DataRef(Path(data), split["train"], Path(maps) if maps else None)
-    train_sets = [original] if synthetic is None or with_original else []
-    if synthetic is not None:
-        train_sets.append(DataRef(Path(synthetic), None, Path(synthetic_maps) if synthetic_maps else None))
+    sources = list(sources)
+    synthetic = [s for s in sources if s != ORIGINAL]
+    source_dirs = list(source_dirs or [])
+    if len(source_dirs) != len(synthetic):
+        raise ValueError(f"{len(synthetic)} synthetic sources {synthetic} but {len(source_dirs)} directories")
+    maps = list(maps) if maps is not None else [None] * len(sources)
+    if len(maps) != len(sources):
+        raise ValueError(f"{len(maps)} map directories for {len(sources)} sources")
+    dirs = iter(source_dirs)
+    refs = []
+    for source, map_dir in zip(sources, maps):
+        map_path = Path(map_dir) if map_dir else None
+        if source == ORIGINAL:
+            refs.append(DataRef(Path(data), split["train"], map_path, ORIGINAL))
+        else:
+            refs.append(DataRef(Path(next(dirs)), None, map_path, source))
     val = DataRef(Path(data), split["val"]) if split["val"] else None
-    out_dir = Path(out_model).parent
-    return trainer(model).train(train_sets, val, out_dir, params, seed, resolve_device(device))
+    return TrainInputs(refs, val, list(mix) if mix is not None else None, map_variant,
+                       Path(teacher) if teacher else None)
+
+
+def train_experiment(model: str, out_model, params: dict, seed: int, inputs: TrainInputs,
+                     device: str = "auto") -> Path:
+    """Train the registered trainer ``model``; writes ``out_model`` (``.../model.pt``)."""
+    trainer = get_trainer(model)(params, seed, resolve_device(device), inputs)
+    return trainer.train(Path(out_model).parent)
 
 
 def predict_split(model: str, model_file, data, splits, split: str, out_json, semantic_dir,
                   params: dict, device: str = "auto") -> None:
+    """COCO results + semantic maps of one split with the model in ``model_file``'s folder."""
     names = _read_splits(splits)[split]
-    trainer(model).predict(Path(model_file).parent, DataRef(Path(data), names), Path(out_json),
-                           Path(semantic_dir), params, resolve_device(device))
+    predict_data(Path(model_file).parent, DataRef(Path(data), names), out_json, semantic_dir,
+                 params, device, expected=model)
+
+
+def predict_data(model_dir, data: DataRef, out_json, semantic_dir, params: dict | None = None,
+                 device: str = "auto", expected: str | None = None) -> None:
+    """Predict the images of ``data`` with the model stored in ``model_dir`` (any trainer).
+
+    ``params`` may override the trainer's inference keys (thresholds, tiles); ``expected``
+    names the trainer the caller expects, so a mixed-up model folder is an error.
+    """
+    from overlapseg.train.base import Trainer
+
+    klass = get_trainer(expected) if expected else Trainer
+    trainer, net = klass.load(Path(model_dir), resolve_device(device), params)
+    trainer.predict(net, data, Path(out_json), Path(semantic_dir))

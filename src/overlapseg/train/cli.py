@@ -20,11 +20,21 @@ def _params(path: Path | None) -> dict:
 
 
 def cmd_train(args) -> None:
-    from overlapseg.train.api import train_experiment
+    from overlapseg.train.api import ORIGINAL, build_inputs, train_experiment
 
-    train_experiment(args.model, args.data, args.splits, args.out / "model.pt", _params(args.params),
-                     args.seed, args.device, synthetic=args.synthetic, with_original=args.with_original,
-                     maps=args.maps, synthetic_maps=args.synthetic_maps)
+    sources = [name for name, _ in args.source]
+    if args.with_original or not sources:
+        sources.insert(0, ORIGINAL)
+    maps = None
+    if args.maps:
+        if len(args.maps) != len(sources):
+            raise ValueError(f"--maps given {len(args.maps)} times for {len(sources)} sources "
+                             f"({', '.join(sources)}): one directory per source, in that order")
+        maps = args.maps
+    inputs = build_inputs(args.data, args.splits, sources, [d for _, d in args.source],
+                          args.map_variant, maps, args.mix, args.teacher)
+    train_experiment(args.model, args.out / "model.pt", _params(args.params), args.seed, inputs,
+                     args.device)
 
 
 def cmd_predict(args) -> None:
@@ -34,31 +44,10 @@ def cmd_predict(args) -> None:
                   args.out, args.semantic, _params(args.params), args.device)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from overlapseg.train.api import TRAINERS
+def _source(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--source {text!r}: use NAME=DIR (e.g. ccce=results/demo/synth/ccce)")
+    return name, Path(path)
 
-    p = sub.add_parser("train", help="train a model on a canonical dataset's train split")
-    p.add_argument("--model", required=True, choices=sorted(TRAINERS))
-    p.add_argument("--data", required=True, type=Path, help="canonical dataset directory")
-    p.add_argument("--splits", required=True, type=Path, help="splits.json")
-    p.add_argument("--out", required=True, type=Path, help="model directory (model.pt, log.csv, checkpoints/)")
-    p.add_argument("--params", type=Path, help="YAML file of model/training params")
-    p.add_argument("--synthetic", type=Path, help="train on this synthetic canonical dataset instead")
-    p.add_argument("--with-original", action="store_true", help="with --synthetic: add the original train split")
-    p.add_argument("--maps", type=Path, help="overlap-probability maps of --data (overlapseg maps)")
-    p.add_argument("--synthetic-maps", type=Path, help="overlap-probability maps of --synthetic")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="COCO results + semantic maps for one split")
-    p.add_argument("--model", required=True, choices=sorted(TRAINERS))
-    p.add_argument("--model-dir", required=True, type=Path)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--splits", required=True, type=Path)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--out", required=True, type=Path, help="predictions JSON (COCO results)")
-    p.add_argument("--semantic", required=True, type=Path, help="directory for per-image semantic .npz")
-    p.add_argument("--params", type=Path, help="YAML file of inference params (thresholds)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)

@@ -18,12 +18,7 @@ Images enter as one grey channel in [0, 1] (``overlapseg.data.preprocess.to_floa
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
-import json
 import logging
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -31,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
-from tqdm import tqdm
 
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
 from overlapseg.data.preprocess import to_float_gray
@@ -39,17 +33,12 @@ from overlapseg.data.semantic import semantic_targets
 from overlapseg.models.seunet import SEUNet, build_seunet, head_names
 from overlapseg.models.sliding_window import sliding_window
 from overlapseg.models.watershed import labels_to_coco, nucleus_instances, watershed_cells
-from overlapseg.train.api import DataRef
-from overlapseg.train.common import (LossLog, check_finite, iteration_rng, load_checkpoint,
-                                     save_checkpoint, seed_everything, set_threads)
-from overlapseg.utils.io import atomic_dir, atomic_path, write_json
+from overlapseg.train.base import DataRef, Trainer, register
 
 log = logging.getLogger(__name__)
 
-MAP_VARIANTS = (None, "v0", "v1", "v2", "v3", "v4")
-MODEL_FORMAT = "overlapseg-seunet-1"
-
-DEFAULTS: dict = {
+SEUNET_DEFAULTS: dict = {
+    **Trainer.DEFAULTS,
     # model
     "heads": "2-head",            # base | 2-head | 3-head | 4-head
     "overlap": False,             # extra overlap decoder branch
@@ -58,8 +47,7 @@ DEFAULTS: dict = {
     "norm": "batch",              # batch | group | none
     "se_reduction": 8,
     "prior_init": True,           # output biases start at the logit of each class's frequency
-    # overlap loss
-    "map_variant": None,          # null (plain focal) | v0..v4
+    # overlap loss (the map variant comes from the experiment's inputs.maps)
     "focal_mode": "recalibrate",  # recalibrate (Eq. 4.5) | reweight (Eq. 5.1)
     "focal_alpha": 0.25,
     "focal_gamma": 2.0,
@@ -83,42 +71,11 @@ DEFAULTS: dict = {
                    "overlap": 0.3},
     "watershed": {"min_size": 50, "min_nucleus_size": 10, "min_distance": 10, "distance_weight": 0.5},
 }
-# params that change what is learned (a checkpoint only resumes when these match)
-_TRAINING_KEYS = ("heads", "overlap", "base_channels", "depth", "norm", "se_reduction",
-                  "prior_init", "map_variant", "focal_mode", "focal_alpha", "focal_gamma", "crop",
-                  "batch_size", "lr", "weight_decay", "loss_weights", "augment", "border_width")
-_NESTED = ("loss_weights", "augment", "thresholds", "watershed")
 
 
 def resolve_params(params: dict | None) -> dict:
     """Defaults overridden by ``params`` (nested dicts merged); unknown keys are errors."""
-    params = dict(params or {})
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise KeyError(f"unknown seunet params: {sorted(unknown)} (known: {sorted(DEFAULTS)})")
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in params.items():
-        if key in _NESTED and value is not None:
-            bad = set(value) - set(DEFAULTS[key])
-            if bad:
-                raise KeyError(f"unknown seunet {key} keys: {sorted(bad)} "
-                               f"(known: {sorted(DEFAULTS[key])})")
-            out[key].update(value)
-        else:
-            out[key] = value
-    head_names(out["heads"])  # validates
-    if out["map_variant"] not in MAP_VARIANTS:
-        raise ValueError(f"unknown map_variant {out['map_variant']!r} (null or v0..v4)")
-    if out["map_variant"] is not None and not out["overlap"]:
-        raise ValueError("map_variant needs the overlap head (set overlap: true)")
-    if out["stride"] > out["tile"]:
-        raise ValueError(f"stride {out['stride']} larger than tile {out['tile']}")
-    return out
-
-
-def _fingerprint(params: dict, seed: int) -> str:
-    key = {k: params[k] for k in _TRAINING_KEYS} | {"seed": seed}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return SEUNetTrainer.resolve_params(params)
 
 
 # ----------------------------------------------------------------------------- data
@@ -266,111 +223,7 @@ def init_output_priors(model: SEUNet, data: SemanticData) -> dict[str, float]:
     return priors
 
 
-# ----------------------------------------------------------------------------- training
-def _autocast(device: str):
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def train(train_sets: list[DataRef], val_set: DataRef | None, out_dir: Path, params: dict,
-          seed: int, device: str) -> Path:
-    """Train an SEU-Net; writes ``out_dir/model.pt``, ``log.csv``, ``checkpoints/last.pt``.
-
-    Resumes exactly from ``checkpoints/last.pt`` when it was written with the same training
-    params and seed (``iterations`` may grow). ``val_set`` adds validation pixel F1 per head
-    to the log at every checkpoint.
-    """
-    out_dir = Path(out_dir)
-    p = resolve_params(params)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    heads = head_names(p["heads"], p["overlap"])
-    set_threads(p["threads"])
-    seed_everything(seed, device)
-    data = SemanticData(train_sets, heads, p["map_variant"] if p["overlap"] else None,
-                        p["border_width"])
-    val = (SemanticData([val_set], heads, None, p["border_width"])
-           if val_set is not None else None)
-    model = build_seunet(p)
-    if p["prior_init"]:
-        init_output_priors(model, data)
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(p["lr"]),
-                                  weight_decay=float(p["weight_decay"]))
-    ckpt_path = out_dir / "checkpoints" / "last.pt"
-    fingerprint = _fingerprint(p, seed)
-    start = 0
-    if ckpt_path.is_file():
-        meta = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if meta.get("fingerprint") == fingerprint and meta["iteration"] <= int(p["iterations"]):
-            start = load_checkpoint(ckpt_path, model, optimizer, None)
-            log.info("%s: resuming from iteration %d", out_dir, start)
-        else:
-            log.warning("%s: ignoring checkpoint written with other params", ckpt_path)
-    fields = [f"loss_{h}" for h in heads] + ["loss"]
-    if val is not None:
-        fields += [f"val_f1_{h}" for h in heads]
-    loss_log = LossLog(out_dir / "log.csv", fields, resume_from=start + 1 if start else 0)
-    n_planes = 1 + len(heads)
-    total_it = int(p["iterations"])
-    every = max(1, int(p["checkpoint_every"]))
-    model.train()
-    t0 = time.perf_counter()
-    for it in tqdm(range(start, total_it), desc=f"seunet {out_dir.name}", initial=start,
-                   total=total_it, mininterval=10):
-        batch = torch.from_numpy(sample_batch(data, iteration_rng(seed, it), p)).to(device)
-        x, y = batch[:, :1], batch[:, 1:n_planes]
-        prob_map = batch[:, n_planes] if data.with_map else None
-        with _autocast(device):
-            logits = model(x)
-        loss, parts = semantic_loss(logits.float(), y, prob_map, heads, p)
-        check_finite(loss, out_dir, it + 1, parts)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        row = {f"loss_{h}": float(v.detach()) for h, v in parts.items()}
-        row["loss"] = float(loss.detach())
-        done = it + 1
-        if done % every == 0 or done == total_it:
-            if val is not None:
-                row |= {f"val_f1_{h}": v for h, v in validate(model, val, p, device).items()}
-                model.train()
-            loss_log.write(done, {k: row.get(k, float("nan")) for k in fields})
-            save_checkpoint(ckpt_path, model, optimizer, None, done, {"fingerprint": fingerprint})
-        else:
-            loss_log.write(done, {k: row.get(k, float("nan")) for k in fields})
-    seconds = time.perf_counter() - t0
-    model_path = out_dir / "model.pt"
-    state = {"format": MODEL_FORMAT, "params": p, "heads": list(heads), "seed": int(seed),
-             "iterations": total_it,
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    buffer = io.BytesIO()  # torch.save names zip records after the file: save via memory so
-    torch.save(state, buffer)  # the bytes do not depend on the temporary file name
-    with atomic_path(model_path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    if total_it > start:
-        write_json(out_dir / "timing.json", {
-            "device": device, "threads": torch.get_num_threads(), "iterations_run": total_it - start,
-            "seconds": round(seconds, 3),
-            "seconds_per_iteration": round(seconds / (total_it - start), 5)})
-    return model_path
-
-
 # ----------------------------------------------------------------------------- inference
-def load_model(model_dir: Path, device: str = "cpu") -> tuple[SEUNet, dict]:
-    """Rebuild the model stored by :func:`train`; returns (model in eval mode, params)."""
-    path = Path(model_dir) / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: trained model not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise DataError(path, f"not an SEU-Net model file (expected format {MODEL_FORMAT})")
-    params = state["params"]
-    model = build_seunet(params)
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval(), params
-
-
 @torch.no_grad()
 def predict_probabilities(model: SEUNet, gray: np.ndarray, params: dict,
                           device: str = "cpu") -> dict[str, np.ndarray]:
@@ -378,7 +231,8 @@ def predict_probabilities(model: SEUNet, gray: np.ndarray, params: dict,
     x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None].to(device)
 
     def fn(batch):
-        with _autocast(device):
+        with (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
+              else nullcontext()):
             return torch.sigmoid(model(batch).float())
 
     probs = sliding_window(fn, x, int(params["tile"]), int(params["stride"]),
@@ -410,13 +264,7 @@ def instances_from_probabilities(probs: dict[str, np.ndarray], image_id: int,
     return results
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-
-def validate(model: SEUNet, val: SemanticData, params: dict, device: str) -> dict[str, float]:
+def validation_f1(model: SEUNet, val: SemanticData, params: dict, device: str) -> dict[str, float]:
     """Pixel F1 per head over the validation images (sliding window, thresholds)."""
     model.eval()
     tp = {h: 0 for h in model.heads}
@@ -431,33 +279,71 @@ def validate(model: SEUNet, val: SemanticData, params: dict, device: str) -> dic
                 tp[h] += int((gt & pr).sum())
                 fp[h] += int((~gt & pr).sum())
                 fn[h] += int((gt & ~pr).sum())
-    return {h: 2 * tp[h] / max(1, 2 * tp[h] + fp[h] + fn[h]) for h in model.heads}
+    return {f"f1_{h}": 2 * tp[h] / max(1, 2 * tp[h] + fp[h] + fn[h]) for h in model.heads}
 
 
-def predict(model_dir: Path, data: DataRef, out_json: Path, semantic_dir: Path, params: dict,
-            device: str) -> None:
-    """Semantic npz per image + COCO results of watershed instances for ``data``.
+# ----------------------------------------------------------------------------- trainer
+@register("seunet")
+class SEUNetTrainer(Trainer):
+    """SEU-Net with decoupled heads, per-head BCE and the map-guided focal overlap loss."""
 
-    Architecture comes from the stored model; inference params (``tile``, ``stride``,
-    ``thresholds``, ``watershed``, ``batch_size``, ``threads``) from ``params`` when given.
-    """
-    model, stored = load_model(model_dir, device)
-    p = resolve_params(params)
-    for key in _TRAINING_KEYS:
-        if key != "batch_size" and p[key] != stored[key] and key in (params or {}):
-            log.warning("%s: param %s=%r differs from the trained model's %r; using the model's",
-                        model_dir, key, p[key], stored[key])
-    p = {**stored, **{k: p[k] for k in ("tile", "stride", "thresholds", "watershed",
-                                         "batch_size", "threads")}}
-    set_threads(p["threads"])
-    ds = CanonicalDataset(data.root)
-    names = data.names if data.names is not None else ds.names
-    results: list[dict] = []
-    with atomic_dir(semantic_dir) as tmp_dir:  # the folder appears whole or not at all
-        for name in tqdm(names, desc=f"seunet predict {Path(model_dir).name}", mininterval=10):
-            if name not in ds.images:
-                raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
-            probs = predict_probabilities(model, to_float_gray(ds.load_image(name)), p, device)
-            _write_npz(tmp_dir / f"{name}.npz", binarise(probs, p["thresholds"]))
-            results += instances_from_probabilities(probs, ds.images[name]["id"], p)
-    write_json(out_json, results)
+    DEFAULTS = SEUNET_DEFAULTS
+    SMOKE_PARAMS = {"heads": "4-head", "overlap": True, "base_channels": 4, "depth": 2, "crop": 32,
+                    "batch_size": 2, "lr": 1e-3, "tile": 48, "stride": 24,
+                    "watershed": {"min_size": 5, "min_nucleus_size": 2, "min_distance": 4}}
+    INFERENCE_KEYS = ("tile", "stride", "thresholds", "watershed")
+    USES_MAPS = True
+
+    @classmethod
+    def validate_params(cls, p: dict) -> None:
+        super().validate_params(p)
+        head_names(p["heads"])  # validates
+        if p["focal_mode"] not in ("recalibrate", "reweight"):
+            raise ValueError(f"seunet param focal_mode={p['focal_mode']!r}: recalibrate or reweight")
+        if p["stride"] > p["tile"]:
+            raise ValueError(f"seunet params: stride {p['stride']} larger than tile {p['tile']}")
+
+    def check_inputs(self, inputs) -> None:
+        super().check_inputs(inputs)
+        if inputs is not None and inputs.map_variant is not None and not self.params["overlap"]:
+            raise ValueError("inputs.maps (an overlap-probability map) needs the overlap head "
+                             "(params: overlap: true)")
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return head_names(self.params["heads"], self.params["overlap"])
+
+    def build_model(self) -> SEUNet:
+        return build_seunet(self.params)
+
+    def load_data(self, refs: list[DataRef]) -> SemanticData:
+        is_val = self.inputs is not None and refs == [self.inputs.val]
+        variant = None if is_val or self.inputs is None else self.inputs.map_variant
+        return SemanticData(refs, self.heads, variant, self.params["border_width"])
+
+    def wants_validation(self) -> bool:
+        return True
+
+    def on_data_loaded(self, model: SEUNet, data: SemanticData) -> None:
+        if self.params["prior_init"]:
+            init_output_priors(model, data)
+
+    def sample_batch(self, data: SemanticData, rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(sample_batch(data, rng, self.params))
+
+    def losses(self, model: SEUNet, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        n_planes = 1 + len(self.heads)
+        x, y = batch[:, :1], batch[:, 1:n_planes]
+        prob_map = batch[:, n_planes] if batch.shape[1] > n_planes else None
+        logits = model(x)
+        total, parts = semantic_loss(logits.float(), y, prob_map, self.heads, self.params)
+        weights = self.params["loss_weights"]
+        return {f"loss_{h}": float(weights[h]) * v for h, v in parts.items()}
+
+    def validate(self, model: SEUNet, val: SemanticData) -> dict[str, float]:
+        return validation_f1(model, val, self.params, self.device)
+
+    def predict_image(self, model: SEUNet, image: np.ndarray, image_id: int):
+        probs = predict_probabilities(model, image, self.params, self.device)
+        return instances_from_probabilities(probs, image_id, self.params), \
+            binarise(probs, self.params["thresholds"])

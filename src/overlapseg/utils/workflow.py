@@ -14,3 +14,12 @@ def log_to_file(snakemake) -> None:
     sys.stderr = stream
     logging.basicConfig(level=logging.INFO, stream=stream, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def as_list(value) -> list:
+    """A Snakemake input entry as a list (one path, a list of paths, or nothing)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)

@@ -1,0 +1,565 @@
+"""One training loop for every model: the :class:`Trainer` base and its registry.
+
+A model family is one subclass that supplies the steps (``DEFAULTS``, ``build_model``,
+``load_data``, ``sample_batch``, ``losses``, ``predict_image``; optionally the optimizer,
+learning-rate schedule, validation or a whole ``training_step``), registered by name with
+:func:`register`. Everything else is written once, here:
+
+* params resolved against the trainer's defaults (nested dicts merged, unknown keys are
+  errors naming the key and listing the known ones);
+* seeding per (seed, iteration): the batch is drawn from ``iteration_rng(seed, it)`` and
+  torch's generator is reseeded from the same pair, so an interrupted run resumes to the
+  same bytes as an uninterrupted one, whatever the number of data-loading workers;
+* checkpoints (``checkpoints/last.pt``) carrying a fingerprint of everything that changes
+  what is learned (params minus run-length/inference keys, seed, trainer, inputs); a
+  checkpoint with another fingerprint is ignored, and one is also written at the end so a
+  larger ``iterations`` continues training;
+* one mixed-precision policy (``amp``: off on CPU for bitwise determinism; bf16 autocast on
+  GPUs that support it, else fp16 with a gradient scaler);
+* a loss log (``log.csv``) whose columns are the loss names the model returns;
+* a non-finite loss stops the run naming the experiment and iteration, before any step or
+  checkpoint; a checkpoint is never written from non-finite weights;
+* one deterministic ``model.pt`` layout ``{format, trainer, params, state_dict, seed, inputs,
+  iterations}`` and atomic writes of every output.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from overlapseg.utils.io import atomic_dir, atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "overlapseg-model-2"
+TRAINERS: dict[str, type["Trainer"]] = {}
+
+
+def register(name: str) -> Callable[[type["Trainer"]], type["Trainer"]]:
+    """Class decorator: make a trainer available under ``name`` (config ``model:`` value)."""
+    def decorate(cls: type[Trainer]) -> type[Trainer]:
+        if name in TRAINERS and TRAINERS[name] is not cls:
+            raise ValueError(f"trainer name {name!r} registered twice")
+        cls.name = name
+        TRAINERS[name] = cls
+        return cls
+    return decorate
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass
+class DataRef:
+    """A canonical dataset directory, optionally restricted to some images, with maps."""
+
+    root: Path
+    names: list[str] | None = None  # None: all images
+    maps: Path | None = None  # directory of {name}.npz overlap-probability maps, if used
+    source: str = "original"  # name of the source (original, ccce, copypaste, ...)
+
+
+@dataclass
+class TrainInputs:
+    """Everything a trainer reads besides its params: the experiment's ``inputs:`` block.
+
+    ``train``: the training sources; ``mix``: sampling weight of each source (None: images
+    drawn uniformly from their union); ``map_variant``: overlap-probability map variant used by
+    map-guided losses; ``teacher``: a trained model file for trainers that distil from one.
+    """
+
+    train: list[DataRef]
+    val: DataRef | None = None
+    mix: list[float] | None = None
+    map_variant: str | None = None
+    teacher: Path | None = None
+
+    def describe(self) -> dict:
+        """What identifies these inputs (no paths): part of the checkpoint fingerprint."""
+        return {"sources": [r.source for r in self.train], "mix": self.mix,
+                "map_variant": self.map_variant, "teacher": self.teacher is not None}
+
+
+# ----------------------------------------------------------------------------- helpers
+def iteration_rng(seed: int, iteration: int) -> np.random.Generator:
+    """RNG for one iteration: depends only on (seed, iteration), so resuming is exact."""
+    return np.random.default_rng([seed, iteration])
+
+
+def iteration_torch_seed(seed: int, iteration: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration, 1]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int, device: str) -> None:
+    """Seed every RNG and make CPU kernels deterministic (bitwise-reproducible runs)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def merge_params(defaults: dict, params: dict | None, what: str) -> dict:
+    """``defaults`` overridden by ``params``; nested dicts merged; unknown keys are errors."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise KeyError(f"unknown {what} params: {unknown} (known: {sorted(defaults)})")
+    out = copy.deepcopy(defaults)
+    for key, value in params.items():
+        if isinstance(defaults[key], dict) and value is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{what} param {key!r} must be a mapping, got {value!r}")
+            bad = sorted(set(value) - set(defaults[key]))
+            if bad:
+                raise KeyError(f"unknown {what} {key} keys: {bad} (known: {sorted(defaults[key])})")
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def state_bytes(obj: Any) -> bytes:
+    """``torch.save`` through memory: file-based saving names zip records after the (random)
+    temporary file, so saving to a buffer is what makes model files byte-identical."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def write_state(path: Path, obj: Any) -> None:
+    data = state_bytes(obj)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+class LossLog:
+    """CSV of named losses per iteration (counted from 1); columns follow the names that arrive.
+
+    On resume, rows past the checkpoint are dropped, so the log equals an uninterrupted run's.
+    """
+
+    def __init__(self, path: Path, resume_from: int = 0):
+        self.path = Path(path)
+        self.fields: list[str] | None = None
+        rows: list[dict] = []
+        if resume_from and self.path.exists():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or []) or None
+                rows = [r for r in reader if int(r["iteration"]) <= resume_from]
+        self._rows = rows
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                if self.fields:
+                    writer = csv.DictWriter(f, self.fields)
+                    writer.writeheader()
+                    writer.writerows(self._rows)
+
+    def write(self, iteration: int, values: dict[str, float]) -> None:
+        row = {"iteration": iteration, **{k: f"{float(v):.6g}" for k, v in values.items()}}
+        new = [k for k in row if k not in (self.fields or [])]
+        if new:  # first row, or a loss that appeared later (a head unfrozen mid-training)
+            self.fields = (self.fields or []) + new
+            self._rows.append(row)
+            self._rewrite()
+            return
+        self._rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields, restval="").writerow(row)
+
+
+class _IterationBatches(Dataset):
+    """Map-style dataset whose item ``it`` is the batch of iteration ``it``.
+
+    Sampling depends only on (seed, iteration), so any number of DataLoader workers gives
+    the same batches in the same order.
+    """
+
+    def __init__(self, trainer: "Trainer", data: Any, seed: int):
+        self.trainer, self.data, self.seed = trainer, data, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, iteration: int):
+        return self.trainer.sample_batch(self.data, iteration_rng(self.seed, iteration))
+
+
+def _no_collate(batch):
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers prepare data; the main process owns the cores
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+               if torch.is_tensor(t) and t.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Base class: subclasses set ``DEFAULTS`` and implement the steps marked below."""
+
+    name: ClassVar[str] = "base"
+    #: params every trainer has; subclasses extend with ``{**Trainer.DEFAULTS, ...}``
+    DEFAULTS: ClassVar[dict] = {
+        "iterations": 100,
+        "batch_size": 2,
+        "checkpoint_every": 100,
+        "threads": None,    # torch threads (Snakemake passes the job's threads)
+        "workers": 0,       # DataLoader worker processes preparing batches
+        "amp": "auto",      # auto | off | bf16 | fp16 (auto: off on CPU, bf16/fp16 on CUDA)
+        "grad_clip": None,  # max gradient norm, or null
+    }
+    #: tiny params that train and predict in seconds on CPU (contract tests, benchmarks)
+    SMOKE_PARAMS: ClassVar[dict] = {}
+    #: params that only change inference (left out of the checkpoint fingerprint)
+    INFERENCE_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: inputs this trainer can use besides images and annotations
+    USES_MAPS: ClassVar[bool] = False
+    USES_TEACHER: ClassVar[bool] = False
+    _RUN_KEYS = ("iterations", "checkpoint_every", "threads", "workers")
+
+    def __init__(self, params: dict | None = None, seed: int = 0, device: str = "cpu",
+                 inputs: TrainInputs | None = None):
+        self.params = self.resolve_params(params)
+        self.seed = int(seed)
+        self.device = device
+        self.inputs = inputs
+        self.experiment = "?"  # the model folder's name, set by train()/load()
+        self.check_inputs(inputs)
+
+    # ---- params ------------------------------------------------------------------------
+    @classmethod
+    def resolve_params(cls, params: dict | None) -> dict:
+        p = merge_params(cls.DEFAULTS, params, cls.name)
+        cls.validate_params(p)
+        return p
+
+    @classmethod
+    def validate_params(cls, p: dict) -> None:
+        """Check value combinations (raise ValueError naming the param)."""
+        if p["amp"] not in ("auto", "off", "bf16", "fp16"):
+            raise ValueError(f"{cls.name} param amp={p['amp']!r}: use auto, off, bf16 or fp16")
+        for key in ("iterations", "batch_size", "checkpoint_every"):
+            if not isinstance(p[key], int) or p[key] < 1:
+                raise ValueError(f"{cls.name} param {key}={p[key]!r}: must be a positive integer")
+
+    def check_inputs(self, inputs: TrainInputs | None) -> None:
+        """Reject inputs this trainer cannot use (called at config load and before training)."""
+        if inputs is None:
+            return
+        if inputs.map_variant is not None and not self.USES_MAPS:
+            raise ValueError(f"trainer {self.name!r} uses no overlap-probability maps "
+                             f"(inputs.maps: {inputs.map_variant})")
+        if inputs.teacher is not None and not self.USES_TEACHER:
+            raise ValueError(f"trainer {self.name!r} does not distil from a teacher (inputs.teacher)")
+        if inputs.mix is not None and inputs.train and len(inputs.mix) != len(inputs.train):
+            raise ValueError(f"inputs.mix has {len(inputs.mix)} weights for {len(inputs.train)} sources")
+
+    def fingerprint(self) -> str:
+        key = {k: v for k, v in self.params.items()
+               if k not in self._RUN_KEYS and k not in self.INFERENCE_KEYS}
+        key |= {"seed": self.seed, "trainer": self.name,
+                "inputs": self.inputs.describe() if self.inputs else None}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # ---- steps subclasses supply ---------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def load_data(self, refs: list[DataRef]) -> Any:
+        """Training data in memory (anything ``sample_batch`` understands)."""
+        raise NotImplementedError
+
+    def sample_batch(self, data: Any, rng: np.random.Generator) -> Any:
+        """The batch of one iteration, drawn with ``rng`` only (runs in DataLoader workers)."""
+        raise NotImplementedError
+
+    def losses(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Named scalar losses of one batch; the default step minimises their sum."""
+        raise NotImplementedError
+
+    def predict_image(self, model: torch.nn.Module, image: np.ndarray,
+                      image_id: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """COCO results and binary semantic maps of one grey float image."""
+        raise NotImplementedError
+
+    # ---- steps with defaults -------------------------------------------------------------
+    def on_data_loaded(self, model: torch.nn.Module, data: Any) -> None:
+        """Hook after model and data exist (e.g. output-bias priors)."""
+
+    def configure_optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+        p = self.params
+        params = [q for q in model.parameters() if q.requires_grad]
+        if p.get("optimizer", "adamw") == "sgd":
+            opt = torch.optim.SGD(params, lr=float(p["lr"]), momentum=float(p.get("momentum", 0.9)),
+                                  weight_decay=float(p["weight_decay"]))
+        elif p.get("optimizer", "adamw") == "adamw":
+            opt = torch.optim.AdamW(params, lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+        else:
+            raise ValueError(f"{self.name}: unknown optimizer {p['optimizer']!r} (sgd or adamw)")
+        return {"model": opt}
+
+    def lr_factor(self, iteration: int) -> float:
+        """Learning-rate multiplier at ``iteration`` (default: linear warmup, then steps)."""
+        p = self.params
+        warmup = int(p.get("warmup", 0) or 0)
+        warm = min(1.0, (iteration + 1) / warmup) if warmup else 1.0
+        steps = [int(f * p["iterations"]) for f in p.get("lr_steps", [])]
+        return warm * 0.1 ** sum(iteration >= s for s in steps)
+
+    def validate(self, model: torch.nn.Module, val: Any) -> dict[str, float]:
+        """Validation numbers logged at checkpoints (``val`` from ``load_data([inputs.val])``)."""
+        return {}
+
+    def wants_validation(self) -> bool:
+        return False
+
+    def training_step(self, model, batch, optimizers, scaler, iteration: int) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the named losses (already checked finite)."""
+        with self.autocast():
+            losses = self.losses(model, batch)
+        losses = {k: v.float() for k, v in losses.items()}
+        total = sum(losses.values())
+        self.check_finite(total, iteration, losses)
+        opt = optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if self.params["grad_clip"]:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.params["grad_clip"]))
+        scaler.step(opt)
+        scaler.update()
+        return {**losses, "loss": total.detach()}
+
+    # ---- the loop (written once) --------------------------------------------------------
+    def amp_dtype(self) -> torch.dtype | None:
+        mode = self.params["amp"]
+        if mode == "off" or not self.device.startswith("cuda"):
+            return None
+        if mode == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+    def autocast(self):
+        dtype = self.amp_dtype()
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+    def check_finite(self, total: torch.Tensor, iteration: int, parts: dict) -> None:
+        value = float(total.detach())
+        if not math.isfinite(value):
+            detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+            raise FloatingPointError(
+                f"experiment {self.experiment!r}: non-finite training loss at iteration "
+                f"{iteration + 1} ({detail}); lower the learning rate or check the data")
+
+    def _loader(self, data: Any, start: int):
+        dataset = _IterationBatches(self, data, self.seed)
+        workers = int(self.params["workers"] or 0)
+        return DataLoader(dataset, batch_size=None, sampler=range(start, int(self.params["iterations"])),
+                          num_workers=workers, collate_fn=_no_collate,
+                          pin_memory=self.device.startswith("cuda"),
+                          worker_init_fn=_worker_init if workers else None,
+                          persistent_workers=False, prefetch_factor=2 if workers else None)
+
+    def to_device(self, batch: Any) -> Any:
+        """Move a batch (tensors nested in lists/tuples/dicts) to the training device."""
+        if torch.is_tensor(batch):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(v) for v in batch)
+        return batch
+
+    def train(self, out_dir: Path) -> Path:
+        """Train (resuming a matching checkpoint in ``out_dir``); writes ``out_dir/model.pt``."""
+        if self.inputs is None or not self.inputs.train:
+            raise ValueError(f"{self.name}: no training data given")
+        out_dir = Path(out_dir)
+        self.experiment = out_dir.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        p = self.params
+        set_threads(p["threads"])
+        seed_everything(self.seed, self.device)
+        data = self.load_data(self.inputs.train)
+        val = (self.load_data([self.inputs.val])
+               if self.inputs.val is not None and self.wants_validation() else None)
+        model = self.build_model()
+        self.on_data_loaded(model, data)
+        model = model.to(self.device)
+        optimizers = self.configure_optimizers(model)
+        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for k, o in optimizers.items()}
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype() == torch.float16)
+        start = self._resume(out_dir / "checkpoints" / "last.pt", model, optimizers, schedulers, scaler)
+        loss_log = LossLog(out_dir / "log.csv", resume_from=start)
+        total_it, every = int(p["iterations"]), int(p["checkpoint_every"])
+        model.train()
+        t0 = time.perf_counter()
+        batches = self._loader(data, start) if start < total_it else []
+        progress = tqdm(batches, desc=f"{self.name} {out_dir.name}", initial=start, total=total_it,
+                        mininterval=10)
+        for it, batch in enumerate(progress, start=start):
+            torch.manual_seed(iteration_torch_seed(self.seed, it))
+            if hasattr(model, "set_progress"):
+                model.set_progress(it / total_it)
+            losses = self.training_step(model, self.to_device(batch), optimizers, scaler, it)
+            for sched in schedulers.values():
+                sched.step()
+            done = it + 1
+            row = {k: float(v.detach()) for k, v in losses.items()}
+            row |= {f"lr_{k}" if len(optimizers) > 1 else "lr": o.param_groups[0]["lr"]
+                    for k, o in optimizers.items()}
+            at_checkpoint = done % every == 0 or done == total_it
+            if at_checkpoint and val is not None:
+                row |= {f"val_{k}": v for k, v in self.validate(model, val).items()}
+                model.train()
+            loss_log.write(done, row)
+            if at_checkpoint:
+                self._save_checkpoint(out_dir / "checkpoints" / "last.pt", model, optimizers,
+                                      schedulers, scaler, done)
+        seconds = time.perf_counter() - t0
+        model_path = out_dir / "model.pt"
+        write_state(model_path, self.export(model))
+        if total_it > start:
+            write_json(out_dir / "timing.json", {
+                "device": self.device, "threads": torch.get_num_threads(),
+                "workers": int(p["workers"] or 0), "iterations_run": total_it - start,
+                "seconds": round(seconds, 3),
+                "seconds_per_iteration": round(seconds / (total_it - start), 5)})
+        return model_path
+
+    def export(self, model: torch.nn.Module) -> dict:
+        return {"format": MODEL_FORMAT, "trainer": self.name, "params": self.params,
+                "seed": self.seed, "iterations": int(self.params["iterations"]),
+                "inputs": self.inputs.describe() if self.inputs else None,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+    def _save_checkpoint(self, path: Path, model, optimizers, schedulers, scaler, iteration: int) -> None:
+        if not _all_finite(model):
+            raise FloatingPointError(f"experiment {self.experiment!r}: non-finite weights after "
+                                     f"iteration {iteration}; no checkpoint written")
+        write_state(path, {
+            "fingerprint": self.fingerprint(), "trainer": self.name, "iteration": iteration,
+            "model": model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "scaler": scaler.state_dict()})
+
+    def _resume(self, path: Path, model, optimizers, schedulers, scaler) -> int:
+        if not path.is_file():
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated by a kill during an old, non-atomic write
+            log.warning("%s: unreadable checkpoint ignored (%s)", path, exc)
+            return 0
+        if state.get("fingerprint") != self.fingerprint():
+            log.warning("%s: checkpoint written with other params, seed or inputs; training "
+                        "from scratch", path)
+            return 0
+        if state["iteration"] > int(self.params["iterations"]):
+            log.warning("%s: checkpoint is past iterations=%d; training from scratch", path,
+                        self.params["iterations"])
+            return 0
+        model.load_state_dict(state["model"])
+        for k, o in optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        log.info("%s: resuming from iteration %d", path.parent.parent, state["iteration"])
+        return int(state["iteration"])
+
+    # ---- inference ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: Path, device: str = "cpu",
+             params: dict | None = None) -> tuple["Trainer", torch.nn.Module]:
+        """Trainer (stored params, inference keys overridable by ``params``) and model in eval mode."""
+        path = Path(model_dir) / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: trained model not found")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path}: not an overlapseg model file (format {MODEL_FORMAT})")
+        klass = get_trainer(state["trainer"])
+        if cls is not Trainer and not issubclass(klass, cls):
+            raise ValueError(f"{path}: model of trainer {state['trainer']!r}, not {cls.name!r}")
+        stored = state["params"]
+        overrides = {k: v for k, v in (params or {}).items() if k in klass.INFERENCE_KEYS + ("threads",)}
+        trainer = klass({**stored, **overrides}, state["seed"], device)
+        trainer.experiment = Path(model_dir).name
+        model = trainer.build_model()
+        model.load_state_dict(state["state_dict"])
+        return trainer, model.to(device).eval()
+
+    def predict(self, model: torch.nn.Module, data: DataRef, out_json: Path, semantic_dir: Path) -> None:
+        """COCO results of every image of ``data`` plus one semantic ``{name}.npz`` per image."""
+        from overlapseg.data.canonical import CanonicalDataset, DataError
+        from overlapseg.data.preprocess import to_float_gray
+
+        set_threads(self.params["threads"])
+        ds = CanonicalDataset(data.root)
+        names = data.names if data.names is not None else ds.names
+        results: list[dict] = []
+        with atomic_dir(semantic_dir) as tmp_dir, torch.no_grad():
+            for name in tqdm(names, desc=f"predict {self.experiment}", mininterval=10):
+                if name not in ds.images:
+                    raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
+                image = to_float_gray(ds.load_image(name))
+                found, semantic = self.predict_image(model, image, ds.images[name]["id"])
+                results += found
+                buffer = io.BytesIO()
+                np.savez_compressed(buffer, **semantic)
+                (tmp_dir / f"{name}.npz").write_bytes(buffer.getvalue())
+        write_json(out_json, results)
+
+
+def get_trainer(name: str) -> type[Trainer]:
+    load_trainers()
+    if name not in TRAINERS:
+        raise ValueError(f"unknown model type {name!r}; known: {', '.join(sorted(TRAINERS))}")
+    return TRAINERS[name]
+
+
+#: modules whose import registers trainers (one per model family)
+TRAINER_MODULES = (
+    "overlapseg.train.maskrcnn",
+    "overlapseg.train.seunet",
+)
+
+
+def load_trainers() -> dict[str, type[Trainer]]:
+    import importlib
+
+    for module in TRAINER_MODULES:
+        importlib.import_module(module)
+    return TRAINERS
