@@ -1,0 +1,164 @@
+"""Quality of generated images (issue 18): weight-free statistics that always run, and FID only
+when an Inception weights file is present (never a made-up number).
+
+* :func:`intensity_distance` - Wasserstein-1 distance between the pooled grey-level
+  distributions of real and generated images (do the generated images have the real
+  brightness and contrast?);
+* :func:`edge_alignment` - fraction of mask boundary pixels lying on strong image gradients,
+  next to the chance level (do generated images keep their masks' outlines? This is what makes
+  them usable training data, ``004`` Sec. II-C, Fig. 3f);
+* :func:`fid` - Frechet Inception Distance (thesis Sec. 5.6 tracked it during training) with
+  pytorch-fid or torch-fidelity and a local weights file, else ``(None, "not computed: ...")``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage, stats
+
+from overlapseg.gan.pix2pix import image_to_unit, instance_boundaries
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) / (H, W, C) uint or [0, 1] float image -> float64 (H, W) in [0, 1]."""
+    return np.clip(image_to_unit(np.asarray(image)).mean(axis=0), 0.0, 1.0).astype(np.float64)
+
+
+def intensity_distance(real_images: Sequence[np.ndarray], fake_images: Sequence[np.ndarray],
+                       bins: int = 256) -> float:
+    """Wasserstein-1 distance (scipy) between the grey-level histograms (``bins`` on [0, 1])
+    pooled over each image set; 0 for identical distributions, at most 1. Both sets are scaled
+    by their dtype maximum, so compare sets of the same dtype."""
+    if not len(real_images) or not len(fake_images):
+        raise ValueError("intensity_distance needs at least one real and one generated image")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+
+    def histogram(images) -> np.ndarray:
+        return sum(np.histogram(_grey(im), bins=edges)[0] for im in images).astype(np.float64)
+
+    return float(stats.wasserstein_distance(centres, centres, histogram(real_images),
+                                            histogram(fake_images)))
+
+
+def edge_alignment(image: np.ndarray, masks: np.ndarray, tolerance: int = 1,
+                   percentile: float = 80.0, sigma: float = 1.0) -> dict[str, float]:
+    """How well an image's edges follow its instance masks.
+
+    Gradient magnitude of the Gaussian-smoothed grey image (``sigma``); "strong" = at or above
+    its ``percentile``, widened by ``tolerance`` px. Returns ``alignment`` (fraction of the
+    masks' 1-px inner boundary pixels that are strong), ``chance`` (fraction of all pixels that
+    are strong - what unrelated masks would score) and ``n_boundary``.
+    """
+    grey = _grey(image)
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 3 or masks.shape[1:] != grey.shape:
+        raise ValueError(f"masks must be (N, H, W) matching the image {grey.shape}, got {masks.shape}")
+    if not 0 < percentile < 100 or tolerance < 0 or sigma <= 0:
+        raise ValueError("edge_alignment needs 0 < percentile < 100, tolerance >= 0, sigma > 0")
+    gradient = ndimage.gaussian_gradient_magnitude(grey, sigma)
+    strong = gradient >= np.percentile(gradient, percentile)
+    if tolerance:
+        strong = ndimage.binary_dilation(strong, iterations=tolerance)
+    boundary = instance_boundaries(masks, 1) if len(masks) else np.zeros(grey.shape, bool)
+    n = int(boundary.sum())
+    return {"alignment": float(strong[boundary].mean()) if n else float("nan"),
+            "chance": float(strong.mean()), "n_boundary": n}
+
+
+def mean_edge_alignment(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                        **kwargs) -> dict[str, float]:
+    """Boundary-pixel-weighted :func:`edge_alignment` over an image set."""
+    if len(images) != len(masks) or not len(images):
+        raise ValueError("mean_edge_alignment needs equally many (>= 1) images and mask stacks")
+    parts = [edge_alignment(im, m, **kwargs) for im, m in zip(images, masks)]
+    n = sum(p["n_boundary"] for p in parts)
+    aligned = sum(p["alignment"] * p["n_boundary"] for p in parts if p["n_boundary"])
+    return {"alignment": aligned / n if n else float("nan"),
+            "chance": float(np.mean([p["chance"] for p in parts])), "n_boundary": n}
+
+
+# ----------------------------------------------------------------------------- FID
+def _rgb_batch(images: Sequence[np.ndarray], size: int = 299) -> torch.Tensor:
+    """Images -> float (N, 3, size, size) in [0, 1] (grey repeated; bilinear resize)."""
+    out = []
+    for im in images:
+        unit = torch.from_numpy(image_to_unit(np.asarray(im)))
+        if unit.shape[0] == 1:
+            unit = unit.repeat(3, 1, 1)
+        elif unit.shape[0] != 3:
+            raise ValueError(f"FID needs grey or RGB images, got {unit.shape[0]} channels")
+        out.append(F.interpolate(unit[None], size=(size, size), mode="bilinear", align_corners=False))
+    return torch.cat(out)
+
+
+def _fid_pytorch_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path) -> float:
+    import pytorch_fid.inception as inception
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    state = torch.load(weights, map_location="cpu")
+    # the package downloads its weights by URL; hand it the local file instead
+    with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: state):
+        model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+
+    @torch.no_grad()
+    def statistics(batch: torch.Tensor):
+        feats = torch.cat([model(batch[i:i + 16])[0].flatten(1) for i in range(0, len(batch), 16)])
+        feats = feats.double().numpy()
+        return feats.mean(axis=0), np.cov(feats, rowvar=False)
+
+    return float(calculate_frechet_distance(*statistics(real), *statistics(fake)))
+
+
+def _fid_torch_fidelity(real: torch.Tensor, fake: torch.Tensor, weights: Path) -> float:
+    import torch_fidelity
+
+    class _Images(torch.utils.data.Dataset):
+        def __init__(self, batch: torch.Tensor):
+            self.batch = (batch * 255).round().to(torch.uint8)
+
+        def __len__(self) -> int:
+            return len(self.batch)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return self.batch[i]
+
+    metrics = torch_fidelity.calculate_metrics(
+        input1=_Images(fake), input2=_Images(real), fid=True, cuda=False, verbose=False,
+        feature_extractor_weights_path=str(weights))
+    return float(metrics["frechet_inception_distance"])
+
+
+def fid(real: Sequence[np.ndarray], fake: Sequence[np.ndarray],
+        weights_path: str | os.PathLike | None) -> tuple[float | None, str]:
+    """``(value, note)``: FID of ``fake`` against ``real`` when pytorch-fid or torch-fidelity is
+    importable and ``weights_path`` (their Inception weights file, kept under
+    ``resources/weights/``) exists; otherwise ``(None, "not computed: <reason>")``. Nothing is
+    downloaded. With few images FID is strongly biased upwards; the note gives the counts."""
+    weights = Path(weights_path) if weights_path else None
+    if weights is None or not weights.is_file():
+        return None, f"not computed: Inception weights file {weights_path!s} not present"
+    if len(real) < 2 or len(fake) < 2:
+        return None, f"not computed: needs >= 2 images per set (real {len(real)}, generated {len(fake)})"
+    backends = [(name, fn) for name, fn in (("pytorch_fid", _fid_pytorch_fid),
+                                            ("torch_fidelity", _fid_torch_fidelity))
+                if importlib.util.find_spec(name) is not None]
+    if not backends:
+        return None, "not computed: neither pytorch-fid nor torch-fidelity is installed"
+    real_batch, fake_batch = _rgb_batch(real), _rgb_batch(fake)
+    errors = []
+    for name, fn in backends:
+        try:
+            value = fn(real_batch, fake_batch, weights)
+        except Exception as exc:  # a weights file of the other package, a version mismatch...
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        return value, f"{name}, weights {weights.name}, real {len(real)}, generated {len(fake)} images"
+    return None, "not computed: " + "; ".join(errors)

@@ -1,0 +1,428 @@
+"""CC framework network: keypoint detection (KD) + contour-attention constrained segmentation (CACS).
+
+Paper: "Synthetic-to-real: instance segmentation of clinical cluster cells with unlabeled
+synthetic training", Sec. 2.2 (KD), 2.3 (CACS and its CAC module) and 3.2 (training
+schedule). The model is a torchvision ``GeneralizedRCNN``: its transform (resize, [0, 1] ->
+normalised, padding to a multiple of 32, pasting masks back), a shared ResNet backbone, the
+KD module in the place of the RPN and the CACS module in the place of the RoI heads, so the
+Mask R-CNN trainer hosts it unchanged (``model(images, targets)`` -> named losses,
+``model(images)`` -> torchvision detections, ``set_progress`` per iteration).
+
+Decisions where the paper is silent:
+
+* C0-C3 are the four ResNet stages (strides 4-32), each reduced to ``width`` channels by a
+  1x1 lateral; KD fuses them at stride 4, CACS crops all four per box.
+* Multi-radius supervision: one KD head set per stride in ``kd_strides`` (default 4 and 8)
+  with a disc of ``radius`` cells each, so the disc spans radius * stride px of the image
+  (8 then 16 px with r = 2), coarse to fine; boxes are decoded from the finest scale, the
+  coarser ones only supervise the shared features.
+* Classes (cytoplasm 1, nucleus 2): one set of five keypoint channels per class in every
+  KD field (see ``cc_keypoints``), and class-specific mask/boundary channels as in Mask R-CNN.
+* Boundary target: the inner contour (mask minus its erosion by ``boundary_width`` px of the
+  28x28 RoI mask); boundary loss = BCE + Dice, since contour pixels are rare.
+* "Freezing" the boundary branch for the first half of training (``boundary_start``) means
+  it takes no part in the loss, so its weights get no gradient (and no weight decay) until
+  then; the mask branch runs beside it on the attention-weighted feature, so the boundary
+  shapes the segmentation through the shared CAC, fusion and backbone weights.
+* ``cac=False`` (the paper's ablation) removes the whole CAC module: no coordinate attention
+  and no boundary branch; ``loss_boundary`` is then always 0 (kept for stable log columns).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import (maskrcnn_inference, maskrcnn_loss,
+                                                    project_masks_on_boxes)
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import roi_align
+
+from overlapseg.models import cc_keypoints as kp
+from overlapseg.models.maskrcnn import group_norm, resnet_fpn
+
+NUM_CLASSES = 2  # cytoplasm, nucleus (labels 1 and 2; 0 is background)
+
+CC_DEFAULTS = {
+    "depth": 18,  # paper: ResNet-50
+    "pretrained_backbone": None,  # local torchvision ResNet state dict (GroupNorm: BN entries skipped)
+    "image_size": 512,  # longer side after resizing (paper: 512)
+    "width": 64,  # channels of the C0-C3 laterals and of the fused KD / CACS features
+    "kd_channels": 64,  # hidden channels of each conv7x7-ReLU-conv7x7 KD head
+    "kd_strides": [4, 8],  # one supervised KD scale per stride; decoding uses the first
+    "radius": 2,  # disc radius in cells of each scale (>= 2 decodes exact maps exactly)
+    "heatmap_threshold": 0.3,  # keypoint score (Hough block mass / pi r^2) kept
+    "group_tolerance": 1.5,  # cells: a displacement must land this close to its partner
+    "max_keypoints": 300,  # per image, best first
+    "nms_threshold": 0.5,  # DIoU-NMS (paper Sec. 3.2)
+    "detections_per_image": 100,
+    "min_box_size": 2.0,  # px: smaller decoded boxes are dropped
+    "cac": True,  # contour attention constraint module (paper's Table 3 ablation)
+    "boundary_start": 0.5,  # fraction of training after which the boundary branch trains
+    "roi_size": 14,  # RoIAlign output; masks are predicted at twice this size
+    "mask_channels": 64,
+    "ca_reduction": 8,  # coordinate attention bottleneck: channels // reduction (>= 8)
+    "boundary_width": 1,  # px of the RoI mask's inner contour
+    "mask_rois_per_image": 64,  # ground-truth boxes per image that train CACS
+    "heatmap_pos_weight": 1.0,  # BCE weight of disc cells (1 = plain BCE as in the paper)
+    "heatmap_weight": 1.0,
+    "offset_weight": 1.0,
+    "displacement_weight": 0.1,  # displacements are tens of cells; keeps their L1 in scale
+    "mask_weight": 1.0,
+    "boundary_weight": 1.0,
+}
+
+LOSS_NAMES = ("loss_heatmap", "loss_offset", "loss_displacement", "loss_mask", "loss_boundary")
+_DEPTHS = (18, 34, 50, 101, 152)
+
+
+def _conv_gn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+                         group_norm(cout), nn.ReLU(inplace=True))
+
+
+# ----------------------------------------------------------------------------- backbone
+class LateralResNet(nn.Module):
+    """ResNet stages C0-C3 (strides 4-32) with 1x1 laterals to ``width`` channels each."""
+
+    def __init__(self, depth: int, width: int, pretrained_backbone: str | os.PathLike | None = None):
+        super().__init__()
+        # the Mask R-CNN builder's ResNet (GroupNorm, local weights); its FPN is not used
+        self.body = resnet_fpn(depth, width, pretrained_backbone).body
+        expansion = 4 if depth >= 50 else 1
+        self.lateral = nn.ModuleList(nn.Conv2d(64 * expansion * 2 ** i, width, 1) for i in range(4))
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        stages = self.body(x)
+        return OrderedDict((k, lat(v)) for (k, v), lat in zip(stages.items(), self.lateral))
+
+
+# ----------------------------------------------------------------------------- KD
+class KeypointHeads(nn.Module):
+    """Heatmap, offset and displacement heads of one scale, each conv7x7-ReLU-conv7x7 (Sec. 2.2.1)."""
+
+    def __init__(self, in_channels: int, hidden: int, num_classes: int, prior: float = 0.01):
+        super().__init__()
+        c5 = num_classes * kp.NUM_TYPES
+
+        def head(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(in_channels, hidden, 7, padding=3), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, out, 7, padding=3))
+        self.heatmap, self.offset = head(c5), head(c5 * 2)
+        self.displacement = head(num_classes * len(kp.PAIRS) * 2)
+        # rare disc cells: start from a low prior so early BCE does not swamp the other losses
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - prior) / prior))
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, _, h, w = x.shape
+        c = self.num_classes
+        return {"heatmap": self.heatmap(x).view(n, c, kp.NUM_TYPES, h, w),
+                "offset": self.offset(x).view(n, c, kp.NUM_TYPES, 2, h, w),
+                "displacement": self.displacement(x).view(n, c, len(kp.PAIRS), 2, h, w)}
+
+
+def _masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over the cells where ``weight`` is 1 (broadcast over the vector axis)."""
+    return ((pred - target).abs() * weight).sum() / (weight.sum() * pred.shape[-3]).clamp_min(1)
+
+
+class KeypointDetector(nn.Module):
+    """KD module (Sec. 2.2): fused C0-C3 features -> multi-scale keypoint maps -> boxes.
+
+    Stands where torchvision's RPN does: ``forward(images, features, targets)`` returns
+    (detections, losses); detections are per-image dicts of boxes, scores and labels after
+    DIoU-NMS (empty lists while training, where CACS uses the ground-truth boxes).
+    """
+
+    def __init__(self, width: int, kd_channels: int, strides=(4, 8), radius: float = 2,
+                 heatmap_threshold: float = 0.3, group_tolerance: float = 1.5,
+                 max_keypoints: int = 300, nms_threshold: float = 0.5,
+                 detections_per_image: int = 100, min_box_size: float = 2.0,
+                 heatmap_pos_weight: float = 1.0, weights: dict | None = None,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        strides = [int(s) for s in strides]
+        if not strides or any(s < 4 or s & (s - 1) for s in strides):
+            raise ValueError(f"kd_strides must be powers of two >= 4 (the fused map has stride 4), "
+                             f"got {strides}")
+        if radius < 1:
+            raise ValueError(f"radius must be at least 1 cell, got {radius}")
+        self.fuse = _conv_gn_relu(4 * width, width)
+        self.heads = nn.ModuleList(KeypointHeads(width, kd_channels, num_classes) for _ in strides)
+        self.strides, self.radius, self.num_classes = strides, float(radius), num_classes
+        self.heatmap_threshold, self.group_tolerance = heatmap_threshold, group_tolerance
+        self.max_keypoints, self.nms_threshold = max_keypoints, nms_threshold
+        self.detections_per_image, self.min_box_size = detections_per_image, min_box_size
+        self.heatmap_pos_weight = heatmap_pos_weight
+        self.weights = {"heatmap": 1.0, "offset": 1.0, "displacement": 0.1, **(weights or {})}
+
+    def fused(self, features: OrderedDict[str, torch.Tensor]) -> torch.Tensor:
+        """C0-C3 upsampled to the finest level and concatenated (Sec. 2.2.1), stride 4."""
+        levels = list(features.values())
+        size = levels[0].shape[-2:]
+        return self.fuse(torch.cat([levels[0]] + [F.interpolate(f, size=size, mode="bilinear",
+                                                                align_corners=False)
+                                                  for f in levels[1:]], 1))
+
+    def maps(self, features: OrderedDict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Raw head outputs per scale (heatmap logits, offsets and displacements in cells)."""
+        x = self.fused(features)
+        return [heads(x if s == 4 else F.avg_pool2d(x, s // 4)) for s, heads in zip(self.strides, self.heads)]
+
+    def forward(self, images, features, targets=None):
+        outputs = self.maps(features)
+        if self.training:
+            return [], self.losses(outputs, targets)
+        finest = outputs[0]
+        detections = [self.detect({k: v[i] for k, v in finest.items()}, size)
+                      for i, size in enumerate(images.image_sizes)]
+        return detections, {}
+
+    def losses(self, outputs: list[dict[str, torch.Tensor]], targets: list[dict]) -> dict[str, torch.Tensor]:
+        """BCE on heatmaps, disc-masked L1 on offsets and displacements, averaged over scales."""
+        total = {"heatmap": 0.0, "offset": 0.0, "displacement": 0.0}
+        for stride, out in zip(self.strides, outputs):
+            grid = tuple(out["heatmap"].shape[-2:])
+            tg = [kp.keypoint_targets(t["boxes"], t["labels"], self.num_classes, grid, stride, self.radius)
+                  for t in targets]
+            tg = {k: torch.stack([t[k] for t in tg]) for k in tg[0]}
+            heat = tg["heatmap"]
+            pos_weight = heat.new_tensor(self.heatmap_pos_weight)
+            total["heatmap"] += F.binary_cross_entropy_with_logits(out["heatmap"], heat,
+                                                                   pos_weight=pos_weight)
+            total["offset"] += _masked_l1(out["offset"], tg["offset"], heat[:, :, :, None])
+            source = heat[:, :, [k for k, _ in kp.PAIRS], None]  # pair (k, l) is trained on k's disc
+            total["displacement"] += _masked_l1(out["displacement"], tg["displacement"], source)
+        return {f"loss_{k}": v * (self.weights[k] / len(outputs)) for k, v in total.items()}
+
+    @torch.no_grad()
+    def detect(self, maps: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Boxes of one image from its finest-scale maps: voting, grouping, DIoU-NMS (Sec. 2.2.2)."""
+        boxes, scores, labels = kp.decode_boxes(
+            maps["heatmap"].sigmoid(), maps["offset"], maps["displacement"], self.strides[0],
+            self.radius, self.heatmap_threshold, self.group_tolerance, self.max_keypoints)
+        h, w = image_size
+        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
+        big = ((boxes[:, 2:] - boxes[:, :2]) >= self.min_box_size).all(1)
+        boxes, scores, labels = boxes[big], scores[big], labels[big]
+        keep = kp.diou_nms(boxes, scores, labels, self.nms_threshold)[:self.detections_per_image]
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+# ----------------------------------------------------------------------------- CACS
+class CoordinateAttention(nn.Module):
+    """Coordinate attention (Hou et al. 2021), the attention of the CAC module (Sec. 2.3).
+
+    Average pools along W and along H keep position along the other axis; the two strips
+    are concatenated, mixed by a shared 1x1 conv, split again and turned by a 1x1 conv and a
+    sigmoid into per-row and per-column weights that rescale the feature.
+    """
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.squeeze = _conv_gn_relu(channels, hidden, 1)
+        self.attend_h = nn.Conv2d(hidden, channels, 1)
+        self.attend_w = nn.Conv2d(hidden, channels, 1)
+
+    def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention weights (N, C, H, 1) along rows and (N, C, 1, W) along columns."""
+        h, w = x.shape[-2:]
+        rows = F.adaptive_avg_pool2d(x, (h, 1))  # (N, C, H, 1)
+        cols = F.adaptive_avg_pool2d(x, (1, w)).transpose(2, 3)  # (N, C, W, 1)
+        y_rows, y_cols = self.squeeze(torch.cat([rows, cols], 2)).split([h, w], 2)
+        return self.attend_h(y_rows).sigmoid(), self.attend_w(y_cols.transpose(2, 3)).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a_rows, a_cols = self.weights(x)
+        return x * a_rows * a_cols
+
+
+class _MaskBranch(nn.Sequential):
+    """Two conv3x3 blocks, a 2x transposed conv and per-class logits (Mask R-CNN's head shape)."""
+
+    def __init__(self, cin: int, channels: int, num_classes: int):
+        super().__init__(_conv_gn_relu(cin, channels), _conv_gn_relu(channels, channels),
+                         nn.ConvTranspose2d(channels, channels, 2, stride=2), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels, num_classes + 1, 1))  # channel 0 unused (torchvision)
+
+
+def boundary_targets(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """Inner contour of binary RoI masks (R, M, M): pixels within ``width`` of the outside.
+
+    The RoI border counts as outside, since boxes are tight around their cell.
+    """
+    inside = (masks >= 0.5).float()[:, None]
+    eroded = -F.max_pool2d(-F.pad(inside, (width,) * 4, value=0.0), 2 * width + 1, 1)
+    return (inside - eroded)[:, 0]
+
+
+def _boundary_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice: contour pixels are a small fraction of each RoI."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = logits.sigmoid()
+    dice = (2 * (prob * target).sum((1, 2)) + 1) / (prob.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return bce + (1 - dice).mean()
+
+
+class CACSHeads(nn.Module):
+    """CACS module (Sec. 2.3): multi-scale RoI features, deep-to-shallow fusion, CAC, mask + boundary.
+
+    Stands where torchvision's RoI heads do. Training crops the ground-truth boxes (paper
+    Sec. 3.2); inference crops the KD boxes and returns mask probabilities per box.
+    """
+
+    def __init__(self, width: int, mask_channels: int = 64, roi_size: int = 14, cac: bool = True,
+                 ca_reduction: int = 8, boundary_width: int = 1, boundary_start: float = 0.5,
+                 rois_per_image: int = 64, mask_weight: float = 1.0, boundary_weight: float = 1.0,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        if not 0 <= boundary_start <= 1:
+            raise ValueError(f"boundary_start must lie in [0, 1], got {boundary_start}")
+        self.fuse = _conv_gn_relu(4 * width, mask_channels)
+        self.attention = CoordinateAttention(mask_channels, ca_reduction) if cac else None
+        self.mask_branch = _MaskBranch(mask_channels, mask_channels, num_classes)
+        self.boundary_branch = _MaskBranch(mask_channels, mask_channels, num_classes) if cac else None
+        self.cac, self.roi_size, self.boundary_width = cac, roi_size, boundary_width
+        self.boundary_start, self.rois_per_image = boundary_start, rois_per_image
+        self.mask_weight, self.boundary_weight = mask_weight, boundary_weight
+        self.progress = 0.0
+
+    @property
+    def boundary_active(self) -> bool:
+        return self.cac and self.progress >= self.boundary_start
+
+    def roi_features(self, features: OrderedDict[str, torch.Tensor],
+                     boxes: list[torch.Tensor]) -> torch.Tensor:
+        """RoIAlign of every level in each box, fused (concat + conv3x3) and, with CAC, attended."""
+        padded_width = 4 * features["0"].shape[-1]  # C0 has stride 4 in the padded batch
+        x = self.fuse(torch.cat([roi_align(f, boxes, self.roi_size, spatial_scale=f.shape[-1] / padded_width,
+                                           sampling_ratio=2) for f in features.values()], 1))
+        return self.attention(x) if self.attention is not None else x
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if self.training:
+            return [], self.losses(features, targets)
+        boxes = [p["boxes"] for p in proposals]
+        if sum(len(b) for b in boxes) == 0:
+            masks = [b.new_zeros(0, 1, 2 * self.roi_size, 2 * self.roi_size) for b in boxes]
+        else:
+            logits = self.mask_branch(self.roi_features(features, boxes))
+            masks = maskrcnn_inference(logits, [p["labels"] for p in proposals])
+        return [{**p, "masks": m} for p, m in zip(proposals, masks)], {}
+
+    def losses(self, features, targets) -> dict[str, torch.Tensor]:
+        boxes, labels, masks, picks = [], [], [], []
+        for t in targets:
+            n = len(t["boxes"])
+            pick = torch.randperm(n, device=t["boxes"].device)[:self.rois_per_image] \
+                if n > self.rois_per_image else torch.arange(n, device=t["boxes"].device)
+            boxes.append(t["boxes"][pick])
+            labels.append(t["labels"])
+            masks.append(t["masks"])
+            picks.append(pick)
+        zero = features["0"].new_zeros(())
+        if sum(len(b) for b in boxes) == 0:
+            return {"loss_mask": zero, "loss_boundary": zero}
+        x = self.roi_features(features, boxes)
+        mask_logits = self.mask_branch(x)
+        losses = {"loss_mask": self.mask_weight * maskrcnn_loss(mask_logits, boxes, masks, labels, picks),
+                  "loss_boundary": zero}
+        if self.boundary_active:
+            size = mask_logits.shape[-1]
+            target = torch.cat([project_masks_on_boxes(m, b, i, size)
+                                for m, b, i in zip(masks, boxes, picks)])
+            target = boundary_targets(target, self.boundary_width)
+            chosen = torch.cat([lab[i] for lab, i in zip(labels, picks)])
+            logits = self.boundary_branch(x)[torch.arange(len(chosen), device=chosen.device), chosen]
+            losses["loss_boundary"] = self.boundary_weight * _boundary_loss(logits, target)
+        return losses
+
+
+# ----------------------------------------------------------------------------- model
+class CCNet(GeneralizedRCNN):
+    """CC framework detector/segmenter: ResNet + KD (as the RPN) + CACS (as the RoI heads).
+
+    Train mode: ``model(images, targets)`` -> dict of the weighted losses in ``LOSS_NAMES``.
+    Eval mode: ``model(images)`` -> per image ``boxes``, ``labels``, ``scores`` and ``masks``
+    (N, 1, H, W) probabilities in the input frame (threshold them at 0.5, paper Sec. 3.2).
+    """
+
+    @property
+    def kd(self) -> KeypointDetector:
+        return self.rpn
+
+    @property
+    def cacs(self) -> CACSHeads:
+        return self.roi_heads
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1]; the boundary branch trains from ``boundary_start`` on (Sec. 3.2)."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"training progress must lie in [0, 1], got {fraction}")
+        self.roi_heads.progress = float(fraction)
+
+    def forward(self, images, targets=None):
+        _check_inputs(images, targets, self.training)
+        return super().forward(images, targets)
+
+
+def _check_inputs(images, targets, training: bool) -> None:
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ValueError("images must be a non-empty list of (3, H, W) float tensors")
+    for i, image in enumerate(images):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"image {i}: expected a float (3, H, W) tensor, "
+                             f"got {image.dtype} {tuple(image.shape)}")
+    if not training:
+        return
+    if targets is None or len(targets) != len(images):
+        raise ValueError("training needs one target dict per image")
+    for i, (image, t) in enumerate(zip(images, targets)):
+        missing = {"boxes", "labels", "masks"} - set(t)
+        if missing:
+            raise ValueError(f"target {i} lacks {sorted(missing)}")
+        n = len(t["boxes"])
+        if t["boxes"].shape != (n, 4) or t["labels"].shape != (n,) \
+                or tuple(t["masks"].shape) != (n, *image.shape[-2:]):
+            raise ValueError(f"target {i}: boxes (N, 4), labels (N,) and masks (N, H, W) must agree, "
+                             f"got {tuple(t['boxes'].shape)}, {tuple(t['labels'].shape)}, "
+                             f"{tuple(t['masks'].shape)}")
+        if n and (t["labels"].min() < 1 or t["labels"].max() > NUM_CLASSES):
+            raise ValueError(f"target {i}: labels must be 1 (cytoplasm) or 2 (nucleus)")
+        if n and (t["boxes"][:, 2:] <= t["boxes"][:, :2]).any():
+            raise ValueError(f"target {i}: boxes need positive width and height")
+
+
+def build_ccnet(p: dict | None = None) -> CCNet:
+    """The CC network a params dict describes.
+
+    Keys of ``CC_DEFAULTS`` are read (missing ones take the default); other keys, e.g. the
+    trainer's, are ignored, so the trainer can pass its whole params dict.
+    """
+    p = {**CC_DEFAULTS, **{k: v for k, v in (p or {}).items() if k in CC_DEFAULTS}}
+    if p["depth"] not in _DEPTHS:
+        raise ValueError(f"depth must be one of {_DEPTHS}, got {p['depth']}")
+    for key in ("width", "kd_channels", "roi_size", "mask_channels", "max_keypoints",
+                "detections_per_image", "mask_rois_per_image", "image_size"):
+        if int(p[key]) < 1:
+            raise ValueError(f"{key} must be a positive integer, got {p[key]}")
+    backbone = LateralResNet(p["depth"], p["width"], p["pretrained_backbone"])
+    kd = KeypointDetector(p["width"], p["kd_channels"], p["kd_strides"], p["radius"],
+                          p["heatmap_threshold"], p["group_tolerance"], p["max_keypoints"],
+                          p["nms_threshold"], p["detections_per_image"], p["min_box_size"],
+                          p["heatmap_pos_weight"],
+                          {k: p[f"{k}_weight"] for k in ("heatmap", "offset", "displacement")})
+    cacs = CACSHeads(p["width"], p["mask_channels"], p["roi_size"], p["cac"], p["ca_reduction"],
+                     p["boundary_width"], p["boundary_start"], p["mask_rois_per_image"],
+                     p["mask_weight"], p["boundary_weight"])
+    # grey replicated to 3 channels: no ImageNet colour statistics (as the Mask R-CNN builder)
+    transform = GeneralizedRCNNTransform(p["image_size"], p["image_size"], [0.5] * 3, [0.25] * 3)
+    return CCNet(backbone, kd, cacs, transform)

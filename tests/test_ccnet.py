@@ -1,0 +1,248 @@
+import math
+
+import pytest
+import torch
+import torchvision
+
+from overlapseg.models import cc_keypoints as kp
+from overlapseg.models.ccnet import (CC_DEFAULTS, LOSS_NAMES, CoordinateAttention, boundary_targets,
+                                     build_ccnet)
+
+torch.set_num_threads(1)
+
+TINY = {"image_size": 96, "width": 16, "kd_channels": 8, "mask_channels": 16, "roi_size": 7,
+        "max_keypoints": 60}
+# overlapping cytoplasm boxes, one on the image border, nuclei centred in their cells
+BOXES = torch.tensor([[0., 0, 30, 26], [20, 14, 61, 50], [33, 20, 48, 33], [5, 40, 25, 64],
+                      [10, 8, 22, 20]])
+LABELS = torch.tensor([1, 1, 2, 1, 2])
+
+
+def test_keypoint_targets_positions_offsets_displacements():
+    box = torch.tensor([[14., 10, 35, 27]])  # corners on pixels (14, 10) and (34, 26), centre (24, 18)
+    t = kp.keypoint_targets(box, torch.tensor([2]), 2, (10, 12), stride=4, radius=2)
+    assert t["heatmap"].shape == (2, 5, 10, 12) and t["displacement"].shape == (2, 20, 2, 10, 12)
+    assert t["heatmap"][0].sum() == 0 and t["offset"][0].abs().sum() == 0  # class 1 empty
+    exact = torch.tensor([[14, 10], [34, 10], [14, 26], [34, 26], [24, 18]]) / 4
+    for k in range(5):
+        disc = t["heatmap"][1, k]
+        cx, cy = exact[k].floor().long().tolist()
+        yy, xx = torch.nonzero(disc, as_tuple=True)
+        assert len(yy) == 13 and disc[cy, cx] == 1  # lattice disc of radius 2 around floor(y/n)
+        assert ((xx - cx) ** 2 + (yy - cy) ** 2).max() <= 4
+        # Eq. 1 at the disc centre: the sub-pixel remainder y/n - floor(y/n)
+        assert torch.allclose(t["offset"][1, k, :, cy, cx], exact[k] - exact[k].floor())
+        # every disc cell points at the keypoint; zero elsewhere
+        assert torch.allclose(t["offset"][1, k, 0, yy, xx], exact[k, 0] - xx)
+        assert torch.allclose(t["offset"][1, k, 1, yy, xx], exact[k, 1] - yy)
+        assert t["offset"][1, k][:, disc == 0].abs().sum() == 0
+        for l in range(5):
+            if l == k:
+                continue
+            d = t["displacement"][1, kp.PAIR_INDEX[(k, l)]]  # Eq. 3: y_l - x on the disc of k
+            assert torch.allclose(d[0, yy, xx], exact[l, 0] - xx)
+            assert torch.allclose(d[1, yy, xx], exact[l, 1] - yy)
+            assert d[:, disc == 0].abs().sum() == 0
+
+
+def test_overlapping_discs_belong_to_the_nearest_keypoint():
+    boxes = torch.tensor([[8., 8, 30, 30], [12., 8, 40, 40]])  # top-left corners 1 cell apart
+    t = kp.keypoint_targets(boxes, torch.tensor([1, 1]), 1, (12, 12), stride=4, radius=2)
+    off = t["offset"][0, 0]
+    assert torch.allclose(off[:, 2, 1], torch.tensor([1.0, 0.0]))  # cell (1, 2) -> keypoint (2, 2)
+    assert torch.allclose(off[:, 2, 4], torch.tensor([-1.0, 0.0]))  # cell (4, 2) -> keypoint (3, 2)
+    assert torch.allclose(off[:, 2, 2], torch.zeros(2))  # on the first keypoint itself
+
+
+def test_keypoints_to_boxes_needs_a_diagonal_or_three_points():
+    pts = kp.box_keypoints(torch.tensor([[4., 6, 21, 15]])).expand(6, 5, 2)
+    present = torch.tensor([[1, 0, 0, 1, 0], [0, 1, 1, 0, 0], [1, 0, 0, 0, 1], [1, 1, 0, 0, 1],
+                            [1, 1, 0, 0, 0], [0, 1, 0, 1, 0]], dtype=torch.bool)
+    boxes, valid = kp.keypoints_to_boxes(pts, present)
+    assert valid.tolist() == [True, True, True, True, False, False]  # same-side pairs fail
+    assert torch.allclose(boxes[valid], torch.tensor([4., 6, 21, 15]).expand(4, 4))
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_grouping_recovers_boxes_exactly_from_target_maps(stride):
+    t = kp.keypoint_targets(BOXES, LABELS, 2, (64 // stride, 64 // stride), stride, radius=2)
+    boxes, scores, labels = kp.decode_boxes(t["heatmap"], t["offset"], t["displacement"], stride,
+                                            radius=2, threshold=0.3, tolerance=1.0, max_keypoints=300)
+    keep = kp.diou_nms(boxes, scores, labels, 0.5)
+    got = sorted(zip(boxes[keep].tolist(), labels[keep].tolist()))
+    want = sorted(zip(BOXES.tolist(), LABELS.tolist()))
+    assert [lab for _, lab in got] == [lab for _, lab in want]
+    assert torch.allclose(torch.tensor([b for b, _ in got]), torch.tensor([b for b, _ in want]), atol=1e-4)
+    assert ((scores > 0) & (scores <= 1)).all()
+
+
+def test_hough_votes_of_a_full_disc_sum_to_about_one():
+    t = kp.keypoint_targets(torch.tensor([[9., 13, 40, 50]]), torch.tensor([1]), 1, (16, 16), 4, 2)
+    score, position = kp.hough_score_map(t["heatmap"][0], t["offset"][0], 2)
+    best = score[0].flatten().argmax()
+    assert score[0].max() == pytest.approx(13 / (math.pi * 4), rel=1e-5)  # 13 lattice cells / pi r^2
+    assert torch.allclose(position[0, :, best // score.shape[2], best % score.shape[2]],
+                          torch.tensor([9 / 4, 13 / 4]), atol=1e-5)
+
+
+def test_diou_nms_keeps_the_right_boxes():
+    boxes = torch.tensor([[0., 0, 10, 10],  # best
+                          [0.5, 0.5, 10.5, 10.5],  # near duplicate: dropped
+                          [3.3, 0, 13.3, 10],  # IoU 0.504 but centres apart: DIoU 0.46, kept
+                          [0, 0, 10, 10],  # same box, other class: kept
+                          [30, 30, 40, 40]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = torch.tensor([1, 1, 1, 2, 1])
+    assert kp.diou_nms(boxes, scores, labels, 0.5).tolist() == [0, 2, 3, 4]
+    plain = torchvision.ops.batched_nms(boxes, scores, labels, 0.5)
+    assert 2 not in plain.tolist()  # plain IoU-NMS would have dropped it
+    with pytest.raises(ValueError, match="threshold"):
+        kp.diou_nms(boxes, scores, labels, 1.5)
+
+
+def test_coordinate_attention_shapes():
+    torch.manual_seed(0)
+    ca = CoordinateAttention(16, reduction=4)
+    x = torch.randn(2, 16, 5, 7)
+    rows, cols = ca.weights(x)
+    assert rows.shape == (2, 16, 5, 1) and cols.shape == (2, 16, 1, 7)
+    assert ((rows > 0) & (rows < 1)).all() and ((cols > 0) & (cols < 1)).all()
+    out = ca(x)
+    assert out.shape == x.shape and torch.allclose(out, x * rows * cols)
+
+
+def test_boundary_target_is_the_inner_contour():
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 2:6, 1:8] = 1  # touches the RoI's right edge
+    ring = boundary_targets(mask, 1)[0]
+    inner = torch.zeros(8, 8)
+    inner[3:5, 2:7] = 1
+    assert torch.equal(ring, mask[0] - inner)
+
+
+def _sample(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, h, w, generator=g)
+    boxes = torch.tensor([[10., 5, 50, 40], [30, 20, 80, 62], [20, 15, 32, 25], [48, 32, 60, 44]])
+    masks = torch.zeros(4, h, w, dtype=torch.uint8)
+    for m, (x0, y0, x1, y1) in zip(masks, boxes.long().tolist()):
+        m[y0:y1, x0:x1] = 1
+    return image, {"boxes": boxes, "labels": torch.tensor([1, 1, 2, 2]), "masks": masks}
+
+
+def _batch():
+    images, targets = zip(*[_sample(66, 90, 0), _sample(66, 90, 1)])  # not multiples of 32
+    return list(images), list(targets)
+
+
+def _grads(module):
+    return [p.grad for p in module.parameters()]
+
+
+def test_boundary_branch_frozen_in_first_half():
+    torch.manual_seed(0)
+    model = build_ccnet(TINY).train()
+    images, targets = _batch()
+    for progress, active in ((0.2, False), (0.6, True)):
+        model.zero_grad(set_to_none=True)
+        model.set_progress(progress)
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        boundary = _grads(model.cacs.boundary_branch)
+        if active:
+            assert losses["loss_boundary"] > 0
+            assert all(g is not None and g.abs().sum() > 0 for g in boundary)
+        else:
+            assert losses["loss_boundary"] == 0
+            assert all(g is None or g.abs().sum() == 0 for g in boundary)
+        assert all(g is not None for g in _grads(model.cacs.mask_branch))
+    with pytest.raises(ValueError, match="progress"):
+        model.set_progress(1.5)
+
+
+@pytest.mark.parametrize("cac", [True, False])
+def test_train_step_and_predict(cac):
+    torch.manual_seed(0)
+    model = build_ccnet({**TINY, "cac": cac, "lr": 1.0})  # trainer keys are ignored
+    assert (model.cacs.attention is not None) == cac and (model.cacs.boundary_branch is not None) == cac
+    images, targets = _batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    model.set_progress(0.75)
+    losses = model(images, targets)
+    assert set(losses) == set(LOSS_NAMES) and all(torch.isfinite(v) for v in losses.values())
+    assert (losses["loss_boundary"] > 0) == cac
+    sum(losses.values()).backward()
+    optimizer.step()
+    model.eval()
+    # untrained maps: keep every peak and link loosely, to exercise the whole path
+    model.kd.heatmap_threshold, model.kd.group_tolerance = 0.0, 1e3
+    with torch.no_grad():
+        out = model([images[0], images[1][:, :50, :70]])
+    for o, (h, w) in zip(out, [(66, 90), (50, 70)]):
+        n = len(o["boxes"])
+        assert 0 < n <= CC_DEFAULTS["detections_per_image"]
+        assert o["masks"].shape == (n, 1, h, w) and o["scores"].shape == o["labels"].shape == (n,)
+        assert ((o["masks"] >= 0) & (o["masks"] <= 1)).all()
+        assert set(o["labels"].tolist()) <= {1, 2} and ((o["scores"] >= 0) & (o["scores"] <= 1)).all()
+        assert (o["boxes"][:, 2:] <= torch.tensor([w, h])).all() and (o["boxes"] >= 0).all()
+
+
+def test_detector_recovers_boxes_from_perfect_maps_after_resize():
+    """The KD path of the model (decoding, clipping, NMS) on exact maps fed as logits."""
+    model = build_ccnet({**TINY, "kd_strides": [4]}).eval()
+    t = kp.keypoint_targets(BOXES, LABELS, 2, (16, 16), 4, 2)
+    maps = {"heatmap": (t["heatmap"] * 2 - 1) * 30, "offset": t["offset"], "displacement": t["displacement"]}
+    det = model.kd.detect(maps, (64, 64))
+    order = det["boxes"][:, 0].argsort()
+    assert torch.allclose(det["boxes"][order], BOXES[BOXES[:, 0].argsort()], atol=1e-4)
+    assert det["labels"][order].tolist() == LABELS[BOXES[:, 0].argsort()].tolist()
+
+
+def test_training_is_bitwise_deterministic_and_learns():
+    def run():
+        torch.manual_seed(3)
+        model = build_ccnet(TINY).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        images, targets = _batch()
+        history = []
+        for it in range(4):
+            model.set_progress(it / 4)
+            losses = model(images, targets)
+            loss = sum(losses.values()) - losses["loss_boundary"]  # the part present at every step
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+        return history, model.state_dict()
+
+    first, state = run()
+    second, state2 = run()
+    assert first == second and all(torch.equal(state[k], state2[k]) for k in state)
+    assert first[-1] < first[0]
+
+
+def test_pretrained_backbone_from_local_file(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), path)
+    model = build_ccnet({**TINY, "pretrained_backbone": str(path)})
+    assert torch.equal(model.backbone.body.conv1.weight, reference.conv1.weight)
+
+
+def test_bad_inputs_raise_value_errors():
+    model = build_ccnet(TINY)
+    images, targets = _batch()
+    with pytest.raises(ValueError, match="depth"):
+        build_ccnet({"depth": 19})
+    with pytest.raises(ValueError, match="kd_strides"):
+        build_ccnet({**TINY, "kd_strides": [2]})
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        model.eval()([images[0][:1]])
+    model.train()
+    with pytest.raises(ValueError, match="one target dict per image"):
+        model(images)
+    with pytest.raises(ValueError, match="labels"):
+        model(images, [{**targets[0], "labels": torch.tensor([1, 3, 1, 1])}, targets[1]])
+    with pytest.raises(ValueError, match="lacks"):
+        model(images, [{"boxes": targets[0]["boxes"]}, targets[1]])
