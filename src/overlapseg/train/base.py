@@ -205,8 +205,10 @@ class _IterationBatches(Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, iteration: int):
-        return self.trainer.sample_batch(self.data, iteration_rng(self.seed, iteration))
+    def __getitem__(self, iteration: int) -> list:
+        rng = iteration_rng(self.seed, iteration)
+        return [self.trainer.sample_batch(self.data, rng)
+                for _ in range(int(self.trainer.params["accumulate"]))]
 
 
 def _no_collate(batch):
@@ -236,6 +238,7 @@ class Trainer:
         "workers": 0,       # DataLoader worker processes preparing batches
         "amp": "auto",      # auto | off | bf16 | fp16 (auto: off on CPU, bf16/fp16 on CUDA)
         "grad_clip": None,  # max gradient norm, or null
+        "accumulate": 1,    # micro-batches per optimiser step (large models on small memory)
     }
     #: tiny params that train and predict in seconds on CPU (contract tests, benchmarks)
     SMOKE_PARAMS: ClassVar[dict] = {}
@@ -253,6 +256,7 @@ class Trainer:
         self.device = device
         self.inputs = inputs
         self.experiment = "?"  # the model folder's name, set by train()/load()
+        self.for_inference = False  # load(): weights come from model.pt, not a pretrained file
         self.check_inputs(inputs)
 
     # ---- params ------------------------------------------------------------------------
@@ -267,7 +271,7 @@ class Trainer:
         """Check value combinations (raise ValueError naming the param)."""
         if p["amp"] not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"{cls.name} param amp={p['amp']!r}: use auto, off, bf16 or fp16")
-        for key in ("iterations", "batch_size", "checkpoint_every"):
+        for key in ("iterations", "batch_size", "checkpoint_every", "accumulate"):
             if not isinstance(p[key], int) or p[key] < 1:
                 raise ValueError(f"{cls.name} param {key}={p[key]!r}: must be a positive integer")
 
@@ -342,22 +346,29 @@ class Trainer:
     def wants_validation(self) -> bool:
         return False
 
-    def training_step(self, model, batch, optimizers, scaler, iteration: int) -> dict[str, torch.Tensor]:
-        """One optimisation step; returns the named losses (already checked finite)."""
-        with self.autocast():
-            losses = self.losses(model, batch)
-        losses = {k: v.float() for k, v in losses.items()}
-        total = sum(losses.values())
-        self.check_finite(total, iteration, losses)
+    def training_step(self, model, micro_batches: list, optimizers, scaler,
+                      iteration: int) -> dict[str, torch.Tensor]:
+        """One optimisation step over ``accumulate`` micro-batches; returns the mean named losses."""
         opt = optimizers["model"]
         opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
+        sums: dict[str, torch.Tensor] = {}
+        for batch in micro_batches:
+            with self.autocast():
+                losses = self.losses(model, batch)
+            losses = {k: v.float() for k, v in losses.items()}
+            total = sum(losses.values())
+            self.check_finite(total, iteration, losses)
+            scaler.scale(total / len(micro_batches)).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach() / len(micro_batches)
+        losses = sums
+        total = sum(losses.values())
         if self.params["grad_clip"]:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.params["grad_clip"]))
         scaler.step(opt)
         scaler.update()
-        return {**losses, "loss": total.detach()}
+        return {**losses, "loss": total}
 
     # ---- the loop (written once) --------------------------------------------------------
     def amp_dtype(self) -> torch.dtype | None:
@@ -517,6 +528,7 @@ class Trainer:
         overrides = {k: v for k, v in (params or {}).items() if k in klass.INFERENCE_KEYS + ("threads",)}
         trainer = klass({**stored, **overrides}, state["seed"], device)
         trainer.experiment = Path(model_dir).name
+        trainer.for_inference = True
         model = trainer.build_model()
         model.load_state_dict(state["state_dict"])
         return trainer, model.to(device).eval()
@@ -550,16 +562,17 @@ def get_trainer(name: str) -> type[Trainer]:
     return TRAINERS[name]
 
 
-#: modules whose import registers trainers (one per model family)
-TRAINER_MODULES = (
-    "overlapseg.train.maskrcnn",
-    "overlapseg.train.seunet",
-)
+_NOT_TRAINERS = {"base", "api", "cli"}
 
 
 def load_trainers() -> dict[str, type[Trainer]]:
+    """Import every module of ``overlapseg.train`` (each registers its trainers)."""
     import importlib
+    import pkgutil
 
-    for module in TRAINER_MODULES:
-        importlib.import_module(module)
+    import overlapseg.train as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_TRAINERS:
+            importlib.import_module(f"{package.__name__}.{info.name}")
     return TRAINERS

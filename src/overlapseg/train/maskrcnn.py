@@ -14,18 +14,11 @@ from overlapseg.train.base import DataRef, Trainer, register
 
 log = logging.getLogger(__name__)
 
-MASKRCNN_DEFAULTS = {
+#: training/inference params shared by every detector trained with this loop
+DETECTION_DEFAULTS = {
     **Trainer.DEFAULTS,
-    "depth": 18,
     "image_size": 512,
-    "anchor_sizes": [16, 32, 64, 128, 256],
     "pretrained_backbone": None,
-    # head sizes (torchvision defaults; smaller for CPU budgets) and ROI sampling
-    "fpn_channels": 256,
-    "mask_head_channels": 256,
-    "box_head_dim": 1024,
-    "box_batch_size_per_image": 512,
-    "rpn_post_nms_top_n_train": 2000,
     "iterations": 300,
     "batch_size": 2,
     "optimizer": "sgd",
@@ -40,6 +33,18 @@ MASKRCNN_DEFAULTS = {
     "score_threshold": 0.05,  # detections kept in the COCO results
     "semantic_score": 0.5,  # detections used to build the semantic maps
     "mask_threshold": 0.5,
+}
+
+MASKRCNN_DEFAULTS = {
+    **DETECTION_DEFAULTS,
+    "depth": 18,
+    "anchor_sizes": [16, 32, 64, 128, 256],
+    # head sizes (torchvision defaults; smaller for CPU budgets) and ROI sampling
+    "fpn_channels": 256,
+    "mask_head_channels": 256,
+    "box_head_dim": 1024,
+    "box_batch_size_per_image": 512,
+    "rpn_post_nms_top_n_train": 2000,
 }
 
 
@@ -116,7 +121,7 @@ class MaskRCNNTrainer(Trainer):
     INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold")
 
     def build_model(self) -> torch.nn.Module:
-        return build_from_params(self.params, pretrained=True)
+        return build_from_params(self.params, pretrained=not self.for_inference)
 
     def load_data(self, refs: list[DataRef]) -> InstanceData:
         return InstanceData(refs)
@@ -136,22 +141,26 @@ class MaskRCNNTrainer(Trainer):
         return model(images, targets)
 
     def predict_image(self, model, image: np.ndarray, image_id: int):
-        p = self.params
         out = model([image_tensor(image).to(self.device)])[0]
-        scores = out["scores"].float().cpu().numpy()
-        labels = out["labels"].cpu().numpy()
-        masks = (out["masks"][:, 0] >= p["mask_threshold"]).cpu().numpy()
-        results = []
-        for m, s, lab in zip(masks, scores, labels):
-            if s < p["score_threshold"] or not m.any():
-                continue
-            results.append({"image_id": image_id, "category_id": int(lab),
-                            "segmentation": encode_mask(m), "score": round(float(s), 6)})
-        confident = scores >= p["semantic_score"]
-        cyto, nuc = CATEGORY_IDS["cytoplasm"], CATEGORY_IDS["nucleus"]
-        semantic = semantic_targets(masks[confident & (labels == cyto)],
-                                    masks[confident & (labels == nuc)])
-        return results, semantic
+        masks = (out["masks"][:, 0] >= self.params["mask_threshold"]).cpu().numpy()
+        return instance_outputs(masks, out["scores"].float().cpu().numpy(),
+                                out["labels"].cpu().numpy(), image_id, self.params)
+
+
+def instance_outputs(masks: np.ndarray, scores: np.ndarray, labels: np.ndarray, image_id: int,
+                     p: dict) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """COCO results (score >= ``score_threshold``) and semantic maps of the confident instances
+    (score >= ``semantic_score``) from binary masks (N, H, W), scores and category ids."""
+    results = []
+    for m, s, lab in zip(masks, scores, labels):
+        if s < p["score_threshold"] or not m.any():
+            continue
+        results.append({"image_id": image_id, "category_id": int(lab),
+                         "segmentation": encode_mask(m), "score": round(float(s), 6)})
+    confident = scores >= p["semantic_score"]
+    cyto, nuc = CATEGORY_IDS["cytoplasm"], CATEGORY_IDS["nucleus"]
+    semantic = semantic_targets(masks[confident & (labels == cyto)], masks[confident & (labels == nuc)])
+    return results, semantic
 
 
 def build_from_params(p: dict, pretrained: bool, **kwargs):

@@ -1,0 +1,24 @@
+"""CC-framework trainer (``model: ccnet``): keypoint detection + contour-attention segmentation.
+
+The network (:mod:`overlapseg.models.ccnet`, paper ``000``) is a torchvision-style detector,
+so the Mask R-CNN loop, augmentation and instance outputs apply unchanged; the boundary
+branch's freeze/unfreeze schedule follows the loop's ``set_progress`` calls.
+"""
+from __future__ import annotations
+
+from overlapseg.models.ccnet import CC_DEFAULTS, build_ccnet
+from overlapseg.train.base import register
+from overlapseg.train.maskrcnn import DETECTION_DEFAULTS, MaskRCNNTrainer
+
+
+@register("ccnet")
+class CCNetTrainer(MaskRCNNTrainer):
+    DEFAULTS = {**DETECTION_DEFAULTS, **CC_DEFAULTS}
+    SMOKE_PARAMS = {"image_size": 48, "width": 8, "kd_channels": 8, "mask_channels": 8,
+                    "batch_size": 2, "warmup": 1}
+
+    def build_model(self):
+        p = dict(self.params)
+        if self.for_inference:
+            p["pretrained_backbone"] = None  # weights come from model.pt
+        return build_ccnet(p)

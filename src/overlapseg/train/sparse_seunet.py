@@ -1,0 +1,118 @@
+"""SparseSEU-Net trainer (``model: sparse_seunet``): box-free instances from activation maps.
+
+Brightfield thesis (``003``) Sec. 4.5; network, matching and losses in
+:mod:`overlapseg.models.sparse_seunet`. Subclasses the SEU-Net trainer (same crops, flips,
+elastic deformation and dropout holes, same overlap-map inputs) with instance targets instead
+of semantic planes; ``accumulate`` micro-batches per optimiser step as in the thesis.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
+from overlapseg.data.preprocess import to_float_gray
+from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seunet,
+                                             check_sparse_params, predict_instances, sparse_losses)
+from overlapseg.train.base import DataRef, register
+from overlapseg.train.maskrcnn import instance_outputs
+from overlapseg.train.seunet import SEUNetTrainer, _load_map, _random_crop, augment
+
+
+class InstanceStacks:
+    """Per image: a float32 stack (image, one plane per instance [, overlap map]) and labels."""
+
+    def __init__(self, refs: list[DataRef], map_variant: str | None):
+        self.items: list[tuple[np.ndarray, np.ndarray]] = []
+        self.with_map = map_variant is not None
+        for ref in refs:
+            ds = CanonicalDataset(ref.root)
+            for name in ref.names if ref.names is not None else ds.names:
+                if name not in ds.images:
+                    raise DataError(ds.annotation_file, f"image {name!r} (from the split) not in dataset")
+                image = to_float_gray(ds.load_image(name))
+                planes, labels = [image[None]], []
+                for category, cid in CATEGORY_IDS.items():
+                    masks = ds.masks(name, category)
+                    planes.append(masks.astype(np.float32))
+                    labels += [cid] * len(masks)
+                if self.with_map:
+                    if ref.maps is not None:
+                        prob = _load_map(ref, name, image.shape)
+                    else:
+                        from overlapseg.maps.overlap_maps import image_maps
+                        prob = image_maps(ds, name, map_variant)["prob"].astype(np.float32)
+                    planes.append(prob[None])
+                self.items.append((np.concatenate(planes).astype(np.float32),
+                                   np.asarray(labels, np.int64)))
+        if not self.items:
+            raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@register("sparse_seunet")
+class SparseSEUNetTrainer(SEUNetTrainer):
+    DEFAULTS = SPARSE_DEFAULTS
+    SMOKE_PARAMS = {"base_channels": 4, "depth": 2, "crop": 32, "batch_size": 2, "accumulate": 2,
+                    "n_instances": 8, "inst_dim": 8, "mask_dim": 8, "branch_convs": 1,
+                    "lr": 1e-3, "tile": 48, "stride": 24}
+    INFERENCE_KEYS = ("tile", "stride", "mask_threshold", "score_threshold")
+
+    @classmethod
+    def validate_params(cls, p: dict) -> None:
+        super().validate_params(p)
+        check_sparse_params(p)
+
+    def check_inputs(self, inputs) -> None:
+        if inputs is not None and inputs.map_variant is not None and not self.params["attention_map"]:
+            raise ValueError("inputs.maps is read only by the attention-map variant "
+                             "(params: overlap_head: true, attention_map: true)")
+        if inputs is not None and self.params["attention_map"] and inputs.map_variant is None:
+            raise ValueError("attention_map needs an overlap-probability map (inputs: {maps: v4})")
+        super(SEUNetTrainer, self).check_inputs(inputs)
+
+    @property
+    def semantic_params(self) -> dict:
+        return {**self.params, "semantic_score": 0.5}
+
+    def build_model(self):
+        return build_sparse_seunet(self.params)
+
+    def load_data(self, refs: list[DataRef]) -> InstanceStacks:
+        return InstanceStacks(refs, self.inputs.map_variant if self.inputs else None)
+
+    def wants_validation(self) -> bool:
+        return False
+
+    def on_data_loaded(self, model, data) -> None:
+        """No output-bias priors: the instance head starts at its own focal prior."""
+
+    def sample_batch(self, data: InstanceStacks, rng: np.random.Generator):
+        crop = int(self.params["crop"])
+        images, targets, maps = [], [], []
+        for _ in range(int(self.params["batch_size"])):
+            stack, labels = data.items[int(rng.integers(len(data)))]
+            n = len(labels)
+            out = augment(_random_crop(stack, crop, rng), n, rng, self.params["augment"])
+            masks = out[1:1 + n] > 0.5
+            keep = masks.reshape(n, -1).any(axis=1)
+            images.append(torch.from_numpy(out[:1].copy()))
+            targets.append({"masks": torch.from_numpy(masks[keep]),
+                            "labels": torch.from_numpy(labels[keep])})
+            if data.with_map:
+                maps.append(torch.from_numpy(out[1 + n].copy()))
+        return torch.stack(images), targets, (torch.stack(maps) if maps else None)
+
+    def losses(self, model, batch) -> dict[str, torch.Tensor]:
+        x, targets, prob_map = batch
+        return sparse_losses(model(x), targets, self.params, prob_map=prob_map)
+
+    def predict_image(self, model, image: np.ndarray, image_id: int):
+        found = predict_instances(model, image, self.params)
+        h, w = image.shape
+        masks = np.stack([m for m, _, _ in found]) if found else np.zeros((0, h, w), bool)
+        scores = np.asarray([s for _, s, _ in found], np.float64)
+        labels = np.asarray([c for _, _, c in found], np.int64)
+        return instance_outputs(masks, scores, labels, image_id, self.semantic_params)
