@@ -1,6 +1,8 @@
 # overlapseg study workflow: raw annotations -> canonical data -> maps / synthesis -> models
 # -> predictions -> metrics -> tables and figures. See README.md.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from overlapseg.utils.config import validate_config
 
 min_version("9.0")
 
@@ -8,13 +10,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# schema (defaults filled), NaN/inf, split fractions, adapter options: one line per problem
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/maps.smk"
 include: "workflow/rules/synth.smk"
+include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 
 # Subpackage modules that define ``register(subparsers)``.
@@ -27,16 +28,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def non_finite_option(args: argparse.Namespace) -> str | None:
+    """``--name`` of the first float option (or list of floats) given as NaN or infinity."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return "--" + dest.replace("_", "-")
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a bad input or a failed read/write: the file first, then the problem."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{where}: {exc.strerror}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    bad = non_finite_option(args)
+    if bad:
+        print(f"overlapseg {args.command}: error: {bad} must be a finite number, got "
+              f"{getattr(args, bad[2:].replace('-', '_'))!r}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        # Bad inputs end in one clear line naming the file and problem, not a traceback.
-        print(f"overlapseg {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as exc:
+        # Bad inputs and failed reads/writes (missing file, no permission, disk full) end in
+        # one clear line naming the file and problem, not a traceback.
+        print(f"overlapseg {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

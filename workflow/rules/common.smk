@@ -1,12 +1,13 @@
 # Everything derived from the config lives here as small named functions.
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
+GENERATORS = config.get("gan", {})
 CONDA_ENV = "../../envs/overlapseg.yaml"
 
 
 def synthetic_sources():
-    """Synthetic training sources the config can build (one source of truth: its synth rules)."""
-    return sorted(config.get("synth", {}))
+    """Synthetic training sources the config can build: its synth methods and GAN generators."""
+    return sorted(config.get("synth", {})) + sorted(GENERATORS)
 
 
 def _check_config():
@@ -33,6 +34,18 @@ def _check_config():
                                                   teacher and model_file(teacher)))
         except (KeyError, ValueError) as exc:
             raise ValueError(f"config: experiment {name!r}: {str(exc).strip(chr(34))}") from None
+    for name, gen in GENERATORS.items():
+        if name in config.get("synth", {}) or name == "original":
+            raise ValueError(f"config: generator name {name!r} clashes with a synthesis method")
+        if gen["dataset"] not in DATASETS:
+            raise ValueError(f"config: generator {name!r} names unknown dataset {gen['dataset']!r}")
+        try:
+            trainer = get_trainer(gen["model"])
+            trainer(gen.get("params"), 0, "cpu")
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"config: generator {name!r}: {str(exc).strip(chr(34))}") from None
+        if trainer.PRODUCES_INSTANCES:
+            raise ValueError(f"config: generator {name!r}: {gen['model']!r} is not a generator")
     for table, spec in config["report"].get("tables", {}).items():
         unknown = set(spec["experiments"]) - set(EXPERIMENTS)
         if unknown:
@@ -167,6 +180,9 @@ def final_outputs():
                           kind=["qualitative", "pr_curves", "ap_vs_overlap"])
     for ds in sorted({exp["train"]["dataset"] for exp in EXPERIMENTS.values()}):
         outputs += data_figures(ds)
+    for name, gen in GENERATORS.items():
+        outputs += [f"results/{gen['dataset']}/gan/{name}/quality.json",
+                    f"results/figures/{gen['dataset']}_gan_{name}.png"]
     return outputs
 
 

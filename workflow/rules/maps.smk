@@ -26,7 +26,8 @@ rule maps_figure:
         splits="results/{dataset}/splits.json",
         maps=expand("results/{{dataset}}/maps/original/{variant}", variant=MAP_VARIANTS),
     output:
-        png="results/figures/{dataset}_maps.png",
+        png=report("results/figures/{dataset}_maps.png", caption="../report/maps.rst", category="Figures",
+                   subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "overlap maps"}),
         pdf="results/figures/{dataset}_maps.pdf",
     log:
         "logs/{dataset}/maps_figure.log",

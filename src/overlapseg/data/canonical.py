@@ -12,11 +12,17 @@ used in splits) besides the integer ``id`` that COCO tools need.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import sys
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
+from numbers import Real
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -41,13 +47,62 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-@dataclass
 class Instance:
-    """One amodal instance. ``parent`` indexes the owning cell in the same sample."""
+    """One amodal instance. ``parent`` indexes the owning cell in the same sample.
 
-    mask: np.ndarray  # bool (H, W)
-    category: str
-    parent: int | None = None
+    The mask is kept cropped to its bounding box (``crop`` at ``offset`` = (row, col) in an
+    image of ``shape``), so a large image with many instances costs memory per instance box,
+    not per image. ``mask`` gives the full-frame bool (H, W) mask, built on each access.
+    ``Instance(mask, category, parent)`` takes a full-frame mask; ``Instance.from_crop`` a crop.
+    """
+
+    __slots__ = ("crop", "offset", "shape", "category", "parent")
+
+    def __init__(self, mask: np.ndarray, category: str, parent: int | None = None):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 2:
+            raise ValueError(f"instance mask must be 2-D (H, W), got shape {mask.shape}")
+        self.crop, self.offset = crop_to_box(mask)
+        self.shape = tuple(int(v) for v in mask.shape)
+        self.category = category
+        self.parent = parent
+
+    @classmethod
+    def from_crop(cls, crop: np.ndarray, offset: tuple[int, int], shape: tuple[int, int],
+                  category: str, parent: int | None = None) -> "Instance":
+        """Instance from a mask ``crop`` whose pixel (0, 0) lies at ``offset`` in an image of
+        ``shape``; the crop is tightened to its foreground."""
+        crop = np.asarray(crop, dtype=bool)
+        y0, x0 = (int(v) for v in offset)
+        h, w = (int(v) for v in shape)
+        if crop.ndim != 2 or y0 < 0 or x0 < 0 or y0 + crop.shape[0] > h or x0 + crop.shape[1] > w:
+            raise ValueError(f"mask crop {crop.shape} at {(y0, x0)} does not fit image size {(h, w)}")
+        inst = cls.__new__(cls)
+        tight, (dy, dx) = crop_to_box(crop)
+        inst.crop, inst.offset = tight, ((y0 + dy, x0 + dx) if tight.size else (0, 0))
+        inst.shape = (h, w)
+        inst.category, inst.parent = category, parent
+        return inst
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the crop in the full image."""
+        (y0, x0), (ch, cw) = self.offset, self.crop.shape
+        return slice(y0, y0 + ch), slice(x0, x0 + cw)
+
+    @property
+    def mask(self) -> np.ndarray:
+        full = np.zeros(self.shape, dtype=bool)
+        full[self.box] = self.crop
+        return full
+
+    @property
+    def area(self) -> int:
+        return int(self.crop.sum())
+
+    def __repr__(self) -> str:
+        return (f"Instance({self.category!r}, parent={self.parent}, box={list(mask_bbox_of(self))}, "
+                f"shape={self.shape})")
 
 
 @dataclass
@@ -60,6 +115,22 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- masks
+def crop_to_box(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """(tight crop, (row, col) offset) of a 2-D bool mask; an empty mask gives a (0, 0) crop."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool), (y0, x0)
+
+
+def mask_bbox_of(inst: Instance) -> list[float]:
+    """Tight COCO box [x, y, w, h] of an instance (zeros for an empty one)."""
+    (y0, x0), (ch, cw) = inst.offset, inst.crop.shape
+    return [float(x0), float(y0), float(cw), float(ch)]
+
+
 def encode_mask(mask: np.ndarray) -> dict:
     """Binary mask -> COCO RLE with ``counts`` as str (JSON-ready)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -67,18 +138,145 @@ def encode_mask(mask: np.ndarray) -> dict:
     return rle
 
 
-def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
-    """COCO segmentation (RLE, uncompressed RLE or polygons) -> bool (H, W)."""
+def encode_crop(crop: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> dict:
+    """Full-frame COCO RLE (str counts, identical to ``encode_mask`` of the full mask) of a
+    mask crop at ``offset`` in an image of ``shape``, without building the full mask."""
+    h, w = (int(v) for v in shape)
+    y0, x0 = (int(v) for v in offset)
+    ch, cw = crop.shape
+    # the column strip holding the crop, in the column-major order of COCO RLE
+    strip = np.zeros((cw, h), dtype=bool)
+    strip[:, y0:y0 + ch] = np.asarray(crop, dtype=bool).T
+    flat = strip.ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]])).astype(np.int64)
+    if flat.size and flat[0]:
+        runs = np.concatenate([[0], runs])
+    if not runs.size:
+        runs = np.zeros(1, dtype=np.int64)
+    runs[0] += x0 * h
+    after = (w - x0 - cw) * h
+    if after:
+        if len(runs) % 2:  # ends in a background run: extend it
+            runs[-1] += after
+        else:
+            runs = np.concatenate([runs, [after]])
+    rle = mask_utils.frPyObjects({"counts": runs.tolist(), "size": [h, w]}, h, w)
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def rle_runs(counts: str | bytes) -> np.ndarray:
+    """Run lengths (int64) of a compressed COCO RLE string, as pycocotools' ``rleFrString``
+    decodes them; ValueError for a malformed string."""
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("RLE counts string has non-ASCII characters") from None
+    c = np.frombuffer(bytes(counts), dtype=np.uint8).astype(np.int64) - 48
+    if not c.size:
+        return np.zeros(0, dtype=np.int64)
+    if c.min() < 0 or c.max() > 63:
+        raise ValueError("RLE counts string has characters outside '0'..'o'")
+    last = (c & 0x20) == 0  # a character without the continuation bit ends a number
+    if not last[-1]:
+        raise ValueError("RLE counts string ends in the middle of a number")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 7:
+        raise ValueError("RLE counts string holds a number too large for a run length")
+    pos = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * pos), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] |= np.left_shift(np.int64(-1), 5 * lengths[negative])
+    runs = x.copy()  # from the 4th number on, each is a difference to the one two before
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def _check_runs(runs: np.ndarray, height: int, width: int) -> None:
+    if runs.size and runs.min() < 0:
+        raise ValueError(f"RLE has a negative run length ({int(runs.min())})")
+    total = int(runs.sum())
+    if total != height * width:
+        raise ValueError(f"RLE run lengths sum to {total} pixels, expected {height * width} "
+                         f"(= {height} x {width}); corrupt or truncated RLE")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
+    """Checked COCO segmentation (polygons, RLE or uncompressed RLE) -> RLE with bytes counts.
+
+    Everything pycocotools would misread is rejected with a ValueError saying what is wrong:
+    polygons with fewer than 3 points or non-numeric coordinates, an RLE whose ``size`` is
+    not (height, width), negative runs, or runs that do not add up to height x width pixels
+    (pycocotools would decode uninitialised memory and loop forever merging such masks).
+    """
     if isinstance(segmentation, list):  # polygons
-        rles = mask_utils.frPyObjects(segmentation, height, width)
-        rle = mask_utils.merge(rles)
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle).astype(bool)
+        if not segmentation:
+            raise ValueError("segmentation is an empty list of polygons")
+        for k, poly in enumerate(segmentation):
+            if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+                raise ValueError(f"polygon {k} must be a flat list of numbers [x1, y1, x2, y2, ...]")
+            if not all(math.isfinite(v) for v in poly):
+                raise ValueError(f"polygon {k} has non-finite coordinates")
+            if len(poly) % 2:
+                raise ValueError(f"polygon {k} has an odd number of coordinates ({len(poly)})")
+            if len(poly) < 6:
+                raise ValueError(f"polygon with {len(poly) // 2} point(s) (needs >= 3)")
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        raise ValueError("segmentation must be a list of polygons or an RLE dict with 'size' and 'counts'")
+    size = segmentation["size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_number(v) for v in size)
+            or [int(v) for v in size] != [height, width]):
+        raise ValueError(f"RLE size {size!r} does not match image size {[height, width]}")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise ValueError("uncompressed RLE counts must be integers")
+        _check_runs(np.asarray(counts, dtype=np.int64), height, width)
+        return mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    if not isinstance(counts, (str, bytes)):
+        raise ValueError(f"RLE counts must be a string or a list of integers, got {type(counts).__name__}")
+    _check_runs(rle_runs(counts), height, width)
+    return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
+    """COCO segmentation (RLE, uncompressed RLE or polygons) -> bool (H, W); ValueError if bad."""
+    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
+
+
+def decode_crop(segmentation, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """COCO segmentation -> (bool crop of its bounding box, (row, col) offset), without
+    decoding the full frame (checked like ``segmentation_to_rle``)."""
+    rle = segmentation_to_rle(segmentation, height, width)
+    runs = rle_runs(rle["counts"])
+    ends = np.cumsum(runs)
+    fg = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
+    if not fg.any():
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    start, stop = ends[fg] - runs[fg], ends[fg]  # foreground runs, column-major pixel indices
+    # split runs that continue into the next column into one segment per column
+    first, last = start // height, (stop - 1) // height
+    n = last - first + 1
+    run = np.repeat(np.arange(len(start)), n)
+    col = first[run] + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    r0 = np.where(col == first[run], start[run] % height, 0)
+    r1 = np.where(col == last[run], (stop[run] - 1) % height + 1, height)
+    y0, y1, x0, x1 = int(r0.min()), int(r1.max()), int(col.min()), int(col.max()) + 1
+    edges = np.zeros((x1 - x0, y1 - y0 + 1), dtype=np.int32)
+    np.add.at(edges, (col - x0, r0 - y0), 1)
+    np.add.at(edges, (col - x0, r1 - y0), -1)
+    crop = np.ascontiguousarray((np.cumsum(edges[:, :-1], axis=1) > 0).T)
+    return crop, (y0, x0)
 
 
 def mask_bbox(mask: np.ndarray) -> list[float]:
@@ -89,14 +287,85 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- images
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image keeping bit depth; RGB order for colour. Raises DataError if unreadable."""
+# libjpeg reports damaged data only as warnings on stderr and decodes on (grey rows, shifted
+# blocks); these are the warnings that mean the pixel data is not what was saved
+JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
+@contextlib.contextmanager
+def _stderr_lines(out: list[str]) -> Iterator[None]:
+    """Capture what C libraries write to file descriptor 2 into ``out`` (lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _check_intact(path: Path) -> None:
+    """Decode ``path`` fully with Pillow, which fails on truncated or corrupt data where
+    OpenCV may decode on. Runs before OpenCV reads the file, so no library message precedes
+    the one-line error. Formats Pillow does not know are left to OpenCV alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    lines: list[str] = []
+    try:
+        with warnings.catch_warnings(), _stderr_lines(lines):
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the error line says it
+            with Image.open(path) as im:
+                im.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return
+    except (OSError, SyntaxError, ValueError) as exc:
+        detail = f"; {lines[0].strip()}" if lines else ""  # e.g. libtiff's own reason
+        raise DataError(path, f"truncated or corrupt image ({exc}{detail})") from None
+    if lines:  # warnings about a file that decoded: not ours to swallow
+        print("\n".join(lines), file=sys.stderr)
+
+
+def _imread(path: Path, check: bool) -> np.ndarray | None:
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the DataError says it
+    try:
+        if not check:
+            return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        with open(path, "rb") as f:
+            jpeg = f.read(3) == b"\xff\xd8\xff"
+        if not jpeg:
+            _check_intact(path)
+            return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        lines: list[str] = []
+        with _stderr_lines(lines):
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        damage = [ln for ln in lines if ln.startswith(JPEG_DAMAGE)]
+        other = [ln for ln in lines if not ln.startswith(JPEG_DAMAGE)]
+        if other:  # not ours to swallow
+            print("\n".join(other), file=sys.stderr)
+        if damage:
+            raise DataError(path, f"truncated or corrupt image ({damage[0]})")
+        return image
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def read_image(path: str | os.PathLike, check: bool = True) -> np.ndarray:
+    """Read an image keeping bit depth; RGB order for colour. Raises DataError if unreadable,
+    truncated or corrupt: JPEG through libjpeg's damage warnings, other formats through a
+    strict second decoding by Pillow (``check=False`` skips both, for the PNGs this package
+    wrote itself)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = _imread(path, check)
     if image is None:
-        raise DataError(path, "unreadable image (not a supported image file or corrupt)")
+        raise DataError(path, "unreadable image (not a supported image file, truncated or corrupt)")
     if image.ndim == 3:
         if image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
@@ -125,10 +394,10 @@ def validate_sample(sample: Sample, origin: str | os.PathLike) -> None:
         if inst.category not in CATEGORY_IDS:
             raise DataError(origin, f"image {sample.name!r} instance {k}: unknown category "
                             f"{inst.category!r} (known: {', '.join(CATEGORY_IDS)})")
-        if inst.mask.shape != (h, w):
+        if tuple(inst.shape) != (h, w):
             raise DataError(origin, f"image {sample.name!r} instance {k}: mask size "
-                            f"{inst.mask.shape} does not match image size {(h, w)}")
-        if not inst.mask.any():
+                            f"{tuple(inst.shape)} does not match image size {(h, w)}")
+        if not inst.crop.any():
             raise DataError(origin, f"image {sample.name!r} instance {k}: empty mask")
         if inst.parent is not None and not 0 <= inst.parent < len(sample.instances):
             raise DataError(origin, f"image {sample.name!r} instance {k}: parent index "
@@ -164,9 +433,9 @@ def write_canonical_dataset(samples: Iterable[Sample], out_dir: str | os.PathLik
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": CATEGORY_IDS[inst.category],
-                    "segmentation": encode_mask(inst.mask),
-                    "area": float(inst.mask.sum()),
-                    "bbox": mask_bbox(inst.mask),
+                    "segmentation": encode_crop(inst.crop, inst.offset, inst.shape),
+                    "area": float(inst.area),
+                    "bbox": mask_bbox_of(inst),
                     "iscrowd": 0,
                     "parent_id": None if inst.parent is None else first_ann + inst.parent,
                 })
@@ -207,7 +476,7 @@ class CanonicalDataset:
         return self.root / "images" / self.images[name]["file_name"]
 
     def load_image(self, name: str) -> np.ndarray:
-        return read_image(self.image_path(name))
+        return read_image(self.image_path(name), check=False)  # PNGs written by this package
 
     def annotations(self, name: str, category: str | None = None) -> list[dict]:
         anns = self._by_image[self.images[name]["id"]]
@@ -221,17 +490,36 @@ class CanonicalDataset:
         anns = self.annotations(name, category)
         out = np.zeros((len(anns), img["height"], img["width"]), dtype=bool)
         for k, ann in enumerate(anns):
-            out[k] = decode_segmentation(ann["segmentation"], img["height"], img["width"])
+            out[k] = self._decode(ann, img, crop=False)
         return out
 
-    def sample(self, name: str) -> Sample:
-        anns = self.annotations(name)
+    def instances(self, name: str, category: str | None = None) -> list[Instance]:
+        """Instances of one image (optionally one category) with box-cropped masks: the
+        memory-light alternative to ``masks`` for large images. ``parent`` indexes the
+        returned list (None when the parent is not in it)."""
+        img = self.images[name]
+        anns = self.annotations(name, category)
         index = {a["id"]: k for k, a in enumerate(anns)}
-        masks = self.masks(name)
-        instances = [Instance(m, CATEGORY_NAMES[a["category_id"]], index.get(a.get("parent_id")))
-                     for m, a in zip(masks, anns)]
-        return Sample(name, self.load_image(name), instances, source=str(self.image_path(name)),
-                      subset=self.images[name].get("subset", ""))
+        out = []
+        for ann in anns:
+            crop, offset = self._decode(ann, img, crop=True)
+            out.append(Instance.from_crop(crop, offset, (img["height"], img["width"]),
+                                          CATEGORY_NAMES[ann["category_id"]],
+                                          index.get(ann.get("parent_id"))))
+        return out
+
+    def _decode(self, ann: dict, img: dict, crop: bool):
+        try:
+            if crop:
+                return decode_crop(ann["segmentation"], img["height"], img["width"])
+            return decode_segmentation(ann["segmentation"], img["height"], img["width"])
+        except (KeyError, ValueError) as exc:
+            raise DataError(self.annotation_file, f"annotation {ann.get('id')} (image "
+                                                  f"{img['name']!r}): {exc}") from None
+
+    def sample(self, name: str) -> Sample:
+        return Sample(name, self.load_image(name), self.instances(name),
+                      source=str(self.image_path(name)), subset=self.images[name].get("subset", ""))
 
     def __iter__(self) -> Iterator[Sample]:
         for name in self.names:

@@ -6,23 +6,15 @@ import logging
 import os
 from pathlib import Path
 
+from overlapseg.data.adapters import ADAPTERS, unknown_format, check_adapter_options
 from overlapseg.data.canonical import DataError, write_canonical_dataset
 
 log = logging.getLogger(__name__)
 
-# format name -> module under overlapseg.data.adapters
-ADAPTERS: dict[str, str] = {
-    "isbi2014": "isbi2014",
-    "isbi2014-edf": "isbi2014_edf",
-    "coco": "coco",
-    "labelstudio": "labelstudio",
-    "label-images": "label_images",
-}
-
 
 def get_adapter(fmt: str):
     if fmt not in ADAPTERS:
-        raise ValueError(f"unknown dataset format {fmt!r}; known formats: {', '.join(ADAPTERS)}")
+        raise unknown_format(fmt)
     return importlib.import_module(f"overlapseg.data.adapters.{ADAPTERS[fmt]}")
 
 
@@ -32,6 +24,7 @@ def ingest(fmt: str, raw: str | os.PathLike, out: str | os.PathLike, **options) 
     if not raw.exists():
         raise DataError(raw, "raw data path does not exist")
     adapter = get_adapter(fmt)
+    check_adapter_options(fmt, options, f"{raw}: adapter options")
     samples = adapter.read(raw, **options)
     info = {"format": fmt, "raw": str(raw), "options": options}
     path = write_canonical_dataset(samples, out, info=info)

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    help="IoU behind the AP keys: mask IoU or min(mask, boundary IoU)")
     p.add_argument("--semantic", default=None, help="directory of {image name}.npz semantic predictions")
     p.add_argument("--provenance", default=None, help="JSON file stored under 'provenance'")
-    p.add_argument("--overlap-bins", nargs="+", default=None, metavar="EDGE",
+    p.add_argument("--overlap-bins", nargs="+", type=float, default=None, metavar="EDGE",
                    help="bin edges of the overlap breakdown (default 0 0.1 0.3 1)")
     p.add_argument("--border-width", type=int, default=2)
     p.add_argument("--boundary-dilation", type=float, default=0.02)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from overlapseg.data.canonical import DataError
+from overlapseg.data.canonical import DataError, segmentation_to_rle
 from overlapseg.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -59,19 +59,12 @@ def _load(obj: Any, default_name: str) -> tuple[Any, str]:
 
 
 def _to_rle(seg: Any, h: int, w: int, where: str, source: str) -> dict:
-    if isinstance(seg, list):  # polygons (ground truth only, in practice)
-        try:
-            return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-        except Exception as exc:  # noqa: BLE001 - pycocotools raises bare Exceptions
-            raise DataError(source, f"{where}: invalid polygon segmentation ({exc})") from None
-    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
-        raise DataError(source, f"{where}: segmentation must be a COCO RLE dict with 'size' and 'counts'")
-    if [int(v) for v in seg["size"]] != [h, w]:
-        raise DataError(source, f"{where}: mask size {list(seg['size'])} does not match image size {[h, w]}")
-    if isinstance(seg["counts"], list):
-        return mask_utils.frPyObjects(seg, h, w)
-    counts = seg["counts"]
-    return {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    """Checked RLE (bytes counts) of one segmentation: a bad RLE would make pycocotools read
+    uninitialised memory or loop forever in ``rleMerge``, so it must never reach it."""
+    try:
+        return segmentation_to_rle(seg, h, w)
+    except ValueError as exc:
+        raise DataError(source, f"{where}: {exc}") from None
 
 
 def load_inputs(gt_json: Any, pred_json: Any) -> EvalInputs:
@@ -120,7 +113,7 @@ def load_inputs(gt_json: Any, pred_json: Any) -> EvalInputs:
 
     dt_anns, dropped = [], 0
     for k, p in enumerate(preds):
-        where = f"prediction {k}"
+        where = f"prediction {k}" + (f" (id {p['id']})" if isinstance(p, dict) and "id" in p else "")
         if not isinstance(p, dict):
             raise DataError(pred_src, f"{where}: not a JSON object")
         for key in ("image_id", "category_id", "segmentation", "score"):
@@ -131,8 +124,12 @@ def load_inputs(gt_json: Any, pred_json: Any) -> EvalInputs:
         if p["category_id"] not in cat_ids:
             raise DataError(pred_src, f"{where}: unknown category_id {p['category_id']!r}")
         score = p["score"]
-        if not isinstance(score, (int, float)) or not np.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not np.isfinite(score):
             raise DataError(pred_src, f"{where}: score must be a finite number, got {score!r}")
+        if not 0.0 <= score <= 1.0:
+            # scores are confidences: the score threshold and AP ranking assume [0, 1]
+            raise DataError(pred_src, f"{where}: score {score!r} outside [0, 1] (logits? apply a "
+                                      "sigmoid/softmax before writing predictions)")
         rle = _to_rle(p["segmentation"], *sizes[p["image_id"]], where, pred_src)
         area = float(mask_utils.area(rle))
         if area == 0:

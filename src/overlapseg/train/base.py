@@ -246,6 +246,10 @@ class Trainer:
     INFERENCE_KEYS: ClassVar[tuple[str, ...]] = ()
     #: inputs this trainer can use besides images and annotations
     USES_MAPS: ClassVar[bool] = False
+    #: methods that return named losses (a trainer with its own step lists its own)
+    LOSS_METHODS: ClassVar[tuple[str, ...]] = ("losses",)
+    #: instance models predict COCO results; generators (GANs) synthesise datasets instead
+    PRODUCES_INSTANCES: ClassVar[bool] = True
     USES_TEACHER: ClassVar[bool] = False
     _RUN_KEYS = ("iterations", "checkpoint_every", "threads", "workers")
 

@@ -51,3 +51,40 @@ def _source(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from overlapseg.maps.overlap_maps import VARIANTS
+    from overlapseg.train.base import load_trainers
+
+    trainers = sorted(load_trainers())
+    p = sub.add_parser("train", help="train a model on a canonical dataset's train split")
+    p.add_argument("--model", required=True, choices=trainers)
+    p.add_argument("--data", required=True, type=Path, help="canonical dataset directory")
+    p.add_argument("--splits", required=True, type=Path, help="splits.json")
+    p.add_argument("--out", required=True, type=Path, help="model directory (model.pt, log.csv, checkpoints/)")
+    p.add_argument("--params", type=Path, help="YAML file of model/training params")
+    p.add_argument("--source", type=_source, action="append", default=[], metavar="NAME=DIR",
+                   help="train on this synthetic canonical dataset instead (repeatable)")
+    p.add_argument("--with-original", action="store_true", help="with --source: add the original train split")
+    p.add_argument("--mix", type=float, nargs="+", help="sampling weight per source, in order")
+    p.add_argument("--map-variant", choices=VARIANTS,
+                   help="overlap-probability map variant for map-guided losses")
+    p.add_argument("--maps", type=Path, action="append",
+                   help="precomputed maps of each source, in order (default: computed on the fly)")
+    p.add_argument("--teacher", type=Path, help="model.pt of a teacher, for trainers that distil")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="COCO results + semantic maps for one split")
+    p.add_argument("--model", required=True, choices=trainers)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--splits", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True, type=Path, help="predictions JSON (COCO results)")
+    p.add_argument("--semantic", required=True, type=Path, help="directory for per-image semantic .npz")
+    p.add_argument("--params", type=Path, help="YAML file of inference params (thresholds)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)

@@ -9,7 +9,11 @@ Options: ``categories`` maps the file's category names to ``cytoplasm`` / ``nucl
 (or to null to drop that category; default identity, unknown names fail listing them),
 ``skip_empty`` drops annotations with empty masks instead of failing. ``parent_id``
 (this project's own extension) is kept when present, so canonical datasets round-trip;
-``iscrowd`` regions are not instances and are skipped.
+``iscrowd`` regions are not instances and are skipped. A ``parent_id`` pointing to an
+annotation left out (crowd, category mapped to null, empty mask with ``skip_empty``) is
+cleared, the nucleus kept without parent. Every segmentation is checked before pycocotools
+decodes it (polygons need >= 3 points; RLE ``size`` must be the image's and its runs must
+add up to height x width), and masks are kept cropped to their boxes while reading.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from overlapseg.data.canonical import (CATEGORY_IDS, DataError, Instance, Sample,
-                                       decode_segmentation, read_image)
+from overlapseg.data.canonical import (CATEGORY_IDS, DataError, Instance, Sample, decode_crop,
+                                       read_image)
 from overlapseg.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -108,7 +112,7 @@ def read(raw: Path, annotations: str | None = None, images: str | None = None,
     dup = sorted(n for n, c in Counter(names).items() if c > 1)
     if dup:
         raise DataError(json_path, f"duplicate image name(s) {', '.join(dup[:5])}")
-    crowd = 0
+    crowd = cleared = 0
     for im, name in zip(coco["images"], names):
         path = resolve_image(images_dir, im["file_name"], json_path)
         image = read_image(path)
@@ -123,33 +127,34 @@ def read(raw: Path, annotations: str | None = None, images: str | None = None,
         for ann in by_image[im["id"]]:
             if ann.get("iscrowd", 0):
                 crowd += 1
+                dropped.add(ann["id"])
                 continue
             category = mapping[cat_names[ann["category_id"]]]
             if category is None:
                 dropped.add(ann["id"])
                 continue
+            where = f"annotation {ann['id']} (image {path.name})"
             if "segmentation" not in ann:
-                raise DataError(json_path, f"annotation {ann['id']}: missing 'segmentation'")
+                raise DataError(json_path, f"{where}: missing 'segmentation'")
             try:
-                mask = decode_segmentation(ann["segmentation"], h, w)
-            except Exception as exc:
-                raise DataError(json_path, f"annotation {ann['id']}: undecodable segmentation "
-                                           f"({exc})") from None
-            if mask.shape != (h, w):
-                raise DataError(json_path, f"annotation {ann['id']}: mask size {mask.shape} does "
-                                           f"not match image size {(h, w)} of {path.name}")
-            if not mask.any():
+                crop, offset = decode_crop(ann["segmentation"], h, w)
+            except ValueError as exc:
+                raise DataError(json_path, f"{where}: {exc}") from None
+            if not crop.any():
                 if skip_empty:
                     log.warning("%s: annotation %s has an empty mask; dropped", json_path, ann["id"])
                     dropped.add(ann["id"])
                     continue
-                raise DataError(json_path, f"annotation {ann['id']} (image {path.name}): empty "
-                                           "mask (set option skip_empty: true to drop it)")
+                raise DataError(json_path, f"{where}: empty mask (set option skip_empty: true "
+                                           "to drop it)")
             index[ann["id"]] = len(instances)
-            instances.append(Instance(mask, category))
+            instances.append(Instance.from_crop(crop, offset, (h, w), category))
             parents.append(ann.get("parent_id"))
         for inst, parent_id in zip(instances, parents):
-            if parent_id is None or parent_id in dropped:
+            if parent_id is None:
+                continue
+            if parent_id in dropped:
+                cleared += 1
                 continue
             if parent_id not in index:
                 raise DataError(json_path, f"parent_id {parent_id} is not an instance of image "
@@ -159,3 +164,5 @@ def read(raw: Path, annotations: str | None = None, images: str | None = None,
                      source=f"{json_path.name}[{im['id']}]", subset=im.get("subset", ""))
     if crowd:
         log.info("%s: skipped %d iscrowd region(s)", json_path, crowd)
+    if cleared:
+        log.info("%s: %d parent link(s) to left-out annotations cleared", json_path, cleared)

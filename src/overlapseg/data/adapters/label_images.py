@@ -48,16 +48,21 @@ def read_label_image(path: Path) -> np.ndarray:
     return labels
 
 
-def label_instances(labels: np.ndarray) -> list[np.ndarray]:
-    """One bool mask per non-zero label value, in increasing value order."""
+def label_instance_crops(labels: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """(bool crop, (row, col) offset) per non-zero label value, in increasing value order;
+    memory per instance box, not per image."""
     values, compact = np.unique(labels, return_inverse=True)  # ids may be sparse/large
     compact = compact.reshape(labels.shape) + (0 if values[0] == 0 else 1)
+    return [(compact[sl] == value, (sl[0].start, sl[1].start))
+            for value, sl in enumerate(ndi.find_objects(compact), start=1) if sl is not None]
+
+
+def label_instances(labels: np.ndarray) -> list[np.ndarray]:
+    """One full-frame bool mask per non-zero label value, in increasing value order."""
     masks = []
-    for value, sl in enumerate(ndi.find_objects(compact), start=1):
-        if sl is None:
-            continue
+    for crop, (y0, x0) in label_instance_crops(labels):
         mask = np.zeros(labels.shape, dtype=bool)
-        mask[sl] = compact[sl] == value
+        mask[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
         masks.append(mask)
     return masks
 
@@ -105,6 +110,7 @@ def read(raw: Path, category: str = "nucleus", labels: str | None = None) -> Ite
         if label.shape != image.shape[:2]:
             raise DataError(label_path, f"mask size {label.shape} does not match image size "
                                         f"{image.shape[:2]} of {image_path.name}")
-        instances = [Instance(m, category) for m in label_instances(label)]
+        instances = [Instance.from_crop(crop, offset, label.shape, category)
+                     for crop, offset in label_instance_crops(label)]
         yield Sample(name=image_path.stem, image=image, instances=instances,
                      source=image_path.name, subset="")
