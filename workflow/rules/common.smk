@@ -1,6 +1,42 @@
+import sys
+from pathlib import Path
+
 # Everything derived from the config lives here as small named functions.
-DATASETS = config["datasets"]
-EXPERIMENTS = config["experiments"]
+def _present_datasets():
+    """Datasets of the config, minus optional ones whose raw folder is missing."""
+    out = {}
+    for name, ds in config["datasets"].items():
+        if ds.get("optional") and "demo" not in ds and not Path(ds["raw"]).exists():
+            print(f"config: optional dataset {name!r} skipped: {ds['raw']} not found", file=sys.stderr)
+            continue
+        out[name] = ds
+    return out
+
+
+def _expand_seeds(experiments):
+    """An experiment with ``seeds: [s, ...]`` becomes one run per seed (``{name}_seed{s}``, rows
+    of their own) plus the experiment itself, whose metrics are the mean and std over seeds."""
+    out, parents = {}, {}
+    for name, exp in experiments.items():
+        exp = {**exp, "test": [d for d in exp["test"] if d in DATASETS]}
+        seeds = exp.pop("seeds", None)
+        if seeds:
+            if "seed" in exp:
+                raise ValueError(f"config: experiment {name!r} sets both seed and seeds")
+            label = exp.get("label", name)
+            parents[name] = [f"{name}_seed{s}" for s in seeds]
+            for s, run in zip(seeds, parents[name]):
+                if run in experiments:
+                    raise ValueError(f"config: seed run {run!r} of {name!r} clashes with an experiment")
+                out[run] = {**exp, "seed": s, "label": f"{label} (seed {s})"}
+        out[name] = {**exp, "seeds": seeds} if seeds else exp
+    return out, parents
+
+
+DATASETS = _present_datasets()
+EXPERIMENTS, SEED_RUNS = _expand_seeds(config["experiments"])
+#: experiments that train a model (every one except multi-seed aggregates)
+RUNS = [name for name in EXPERIMENTS if name not in SEED_RUNS]
 GENERATORS = config.get("gan", {})
 CONDA_ENV = "../../envs/overlapseg.yaml"
 
@@ -60,6 +96,10 @@ wildcard_constraints:
 
 def experiment_seed(name):
     return EXPERIMENTS[name].get("seed", config["seed"])
+
+
+def seed_metrics(wildcards):
+    return [f"results/{wildcards.dataset}/metrics/{run}.json" for run in SEED_RUNS[wildcards.experiment]]
 
 
 # ----------------------------------------------------------------------------- data

@@ -24,6 +24,7 @@ rule ingest:
         format=lambda wc: DATASETS[wc.dataset]["format"],
         raw=lambda wc: DATASETS[wc.dataset]["raw"],
         options=lambda wc: DATASETS[wc.dataset].get("options", {}),
+        scale=lambda wc: DATASETS[wc.dataset].get("scale", 1.0),
     threads: 1
     conda:
         CONDA_ENV

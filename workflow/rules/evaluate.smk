@@ -16,8 +16,28 @@ rule evaluate:
         border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
         config=lambda wc: experiment_config(wc.experiment),
         seed=lambda wc: experiment_seed(wc.experiment),
+    wildcard_constraints:
+        experiment="|".join(RUNS),
     threads: 1
     conda:
         CONDA_ENV
     script:
         "../scripts/evaluate.py"
+
+
+rule aggregate_seeds:
+    input:
+        seed_metrics,
+    output:
+        "results/{dataset}/metrics/{experiment}.json",
+    log:
+        "logs/{dataset}/aggregate_{experiment}.log",
+    params:
+        seeds=lambda wc: EXPERIMENTS[wc.experiment]["seeds"],
+    wildcard_constraints:
+        experiment="|".join(SEED_RUNS) or "^$",
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/aggregate_seeds.py"

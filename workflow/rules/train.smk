@@ -13,6 +13,8 @@ rule train:
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         seed=lambda wc: experiment_seed(wc.experiment),
         device=config["device"],
+    wildcard_constraints:
+        experiment="|".join(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=1,
@@ -36,6 +38,8 @@ rule predict:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         device=config["device"],
+    wildcard_constraints:
+        experiment="|".join(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=1,

@@ -469,6 +469,12 @@ class CanonicalDataset:
     def names(self) -> list[str]:
         return [img["name"] for img in self.data["images"]]
 
+    @property
+    def scale(self) -> float:
+        """Resampling factor to the study's reference pixel size (``datasets.<name>.scale``,
+        recorded at ingestion; 1.0 = native, 0.5 = twice the reference resolution)."""
+        return float((self.data.get("info") or {}).get("scale", 1.0))
+
     def __len__(self) -> int:
         return len(self.images)
 

@@ -40,6 +40,8 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import (maskrcnn_inference, maskrcnn_loss,
                                                     project_masks_on_boxes)
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from overlapseg.models.scale import native_transform
 from torchvision.ops import roi_align
 
 from overlapseg.models import cc_keypoints as kp
@@ -50,7 +52,7 @@ NUM_CLASSES = 2  # cytoplasm, nucleus (labels 1 and 2; 0 is background)
 CC_DEFAULTS = {
     "depth": 18,  # paper: ResNet-50
     "pretrained_backbone": None,  # local torchvision ResNet state dict (GroupNorm: BN entries skipped)
-    "image_size": 512,  # longer side after resizing (paper: 512)
+    "image_size": 512,  # nominal training side (paper: 512); images are never resized to it
     "width": 64,  # channels of the C0-C3 laterals and of the fused KD / CACS features
     "kd_channels": 64,  # hidden channels of each conv7x7-ReLU-conv7x7 KD head
     "kd_strides": [4, 8],  # one supervised KD scale per stride; decoding uses the first
@@ -424,5 +426,7 @@ def build_ccnet(p: dict | None = None) -> CCNet:
                      p["boundary_width"], p["boundary_start"], p["mask_rois_per_image"],
                      p["mask_weight"], p["boundary_weight"])
     # grey replicated to 3 channels: no ImageNet colour statistics (as the Mask R-CNN builder)
-    transform = GeneralizedRCNNTransform(p["image_size"], p["image_size"], [0.5] * 3, [0.25] * 3)
+    # normalise and pad like torchvision but keep the pixel scale (overlapseg.models.scale)
+    transform = native_transform(GeneralizedRCNNTransform(p["image_size"], p["image_size"],
+                                                          [0.5] * 3, [0.25] * 3))
     return CCNet(backbone, kd, cacs, transform)

@@ -3,7 +3,8 @@
 Differences from torchvision's default constructor, all for training from scratch on small
 cytology data: GroupNorm instead of FrozenBatchNorm (frozen identity statistics cannot be
 learned without pretrained weights), every backbone stage trainable, smaller anchors (nuclei
-are 10-30 px), and the resize range set to the data's native size instead of 800 px.
+are 10-30 px), and no resizing at all (:mod:`overlapseg.models.scale`): images keep the
+pixel scale the model trained at, whatever their side length.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from overlapseg.models.scale import native_transform
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ def build_maskrcnn(depth: int = 18, image_size: int = 512, anchor_sizes=(16, 32,
                      mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1),
                      mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, NUM_CLASSES),
                      box_detections_per_img=detections_per_image, **kwargs)
+    model.transform = native_transform(model.transform)  # never resize to a fixed side
     if roi_heads is not None:
         model.roi_heads = roi_heads(model.roi_heads)
     return model

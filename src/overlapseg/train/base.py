@@ -261,6 +261,7 @@ class Trainer:
         self.inputs = inputs
         self.experiment = "?"  # the model folder's name, set by train()/load()
         self.for_inference = False  # load(): weights come from model.pt, not a pretrained file
+        self.train_scale = 1.0  # pixel scale of the training data (set by train()/load())
         self.check_inputs(inputs)
 
     # ---- params ------------------------------------------------------------------------
@@ -424,6 +425,7 @@ class Trainer:
         p = self.params
         set_threads(p["threads"])
         seed_everything(self.seed, self.device)
+        self.train_scale = self._training_scale()
         data = self.load_data(self.inputs.train)
         val = (self.load_data([self.inputs.val])
                if self.inputs.val is not None and self.wants_validation() else None)
@@ -471,9 +473,18 @@ class Trainer:
                 "seconds_per_iteration": round(seconds / (total_it - start), 5)})
         return model_path
 
+    def _training_scale(self) -> float:
+        """Pixel scale of the real training data (the original source, else the val split)."""
+        from overlapseg.data.canonical import CanonicalDataset
+
+        refs = [r for r in self.inputs.train if r.source == "original"] or \
+            ([self.inputs.val] if self.inputs.val is not None else [])
+        return CanonicalDataset(refs[0].root).scale if refs else 1.0
+
     def export(self, model: torch.nn.Module) -> dict:
         return {"format": MODEL_FORMAT, "trainer": self.name, "params": self.params,
                 "seed": self.seed, "iterations": int(self.params["iterations"]),
+                "train_scale": self.train_scale,
                 "inputs": self.inputs.describe() if self.inputs else None,
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
@@ -533,9 +544,26 @@ class Trainer:
         trainer = klass({**stored, **overrides}, state["seed"], device)
         trainer.experiment = Path(model_dir).name
         trainer.for_inference = True
+        trainer.train_scale = float(state.get("train_scale", 1.0))
         model = trainer.build_model()
         model.load_state_dict(state["state_dict"])
         return trainer, model.to(device).eval()
+
+    def predict_at_scale(self, model, image: np.ndarray, image_id: int, factor: float):
+        """:meth:`predict_image` on ``image`` resampled by ``factor``, outputs mapped back."""
+        if abs(factor - 1) <= 1e-9:
+            return self.predict_image(model, image, image_id)
+        from overlapseg.data.canonical import decode_segmentation, encode_mask
+        from overlapseg.models.scale import resample, resize_mask
+
+        shape = image.shape
+        small = resample(image, factor)
+        found, semantic = self.predict_image(model, small, image_id)
+        for r in found:
+            mask = resize_mask(decode_segmentation(r["segmentation"], *small.shape), shape)
+            r["segmentation"] = encode_mask(mask)
+        semantic = {k: resize_mask(v, shape).astype(np.uint8) for k, v in semantic.items()}
+        return [r for r in found if decode_segmentation(r["segmentation"], *shape).any()], semantic
 
     def predict(self, model: torch.nn.Module, data: DataRef, out_json: Path, semantic_dir: Path) -> None:
         """COCO results of every image of ``data`` plus one semantic ``{name}.npz`` per image."""
@@ -545,13 +573,17 @@ class Trainer:
         set_threads(self.params["threads"])
         ds = CanonicalDataset(data.root)
         names = data.names if data.names is not None else ds.names
+        factor = ds.scale / self.train_scale  # test images go to the training pixel scale
+        if abs(factor - 1) > 1e-9:
+            log.info("%s: images resampled by %.4g to the model's training pixel scale",
+                     data.root, factor)
         results: list[dict] = []
         with atomic_dir(semantic_dir) as tmp_dir, torch.no_grad():
             for name in tqdm(names, desc=f"predict {self.experiment}", mininterval=10):
                 if name not in ds.images:
                     raise DataError(ds.annotation_file, f"image {name!r} not in dataset")
                 image = to_float_gray(ds.load_image(name))
-                found, semantic = self.predict_image(model, image, ds.images[name]["id"])
+                found, semantic = self.predict_at_scale(model, image, ds.images[name]["id"], factor)
                 results += found
                 buffer = io.BytesIO()
                 np.savez_compressed(buffer, **semantic)

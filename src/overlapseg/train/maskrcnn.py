@@ -33,6 +33,10 @@ DETECTION_DEFAULTS = {
     "score_threshold": 0.05,  # detections kept in the COCO results
     "semantic_score": 0.5,  # detections used to build the semantic maps
     "mask_threshold": 0.5,
+    # inference at native scale; images with a side above max_side are cut into overlapping
+    # tiles whose detections are kept only by the tile owning their box centre (no seam duplicates)
+    "max_side": 2048,
+    "tile_overlap": 128,
 }
 
 MASKRCNN_DEFAULTS = {
@@ -118,7 +122,7 @@ class MaskRCNNTrainer(Trainer):
     SMOKE_PARAMS = {"image_size": 48, "fpn_channels": 16, "mask_head_channels": 16,
                     "box_head_dim": 32, "box_batch_size_per_image": 32,
                     "rpn_post_nms_top_n_train": 100, "warmup": 1, "batch_size": 2}
-    INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold")
+    INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold", "max_side", "tile_overlap")
 
     def build_model(self) -> torch.nn.Module:
         return build_from_params(self.params, pretrained=not self.for_inference)
@@ -140,11 +144,49 @@ class MaskRCNNTrainer(Trainer):
         images, targets = batch
         return model(images, targets)
 
-    def predict_image(self, model, image: np.ndarray, image_id: int):
+    def detect(self, model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Binary masks (N, H, W), scores and labels of one image at its own pixel scale."""
         out = model([image_tensor(image).to(self.device)])[0]
         masks = (out["masks"][:, 0] >= self.params["mask_threshold"]).cpu().numpy()
-        return instance_outputs(masks, out["scores"].float().cpu().numpy(),
-                                out["labels"].cpu().numpy(), image_id, self.params)
+        return masks, out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy()
+
+    def predict_image(self, model, image: np.ndarray, image_id: int):
+        masks, scores, labels = detect_tiled(lambda tile: self.detect(model, tile), image,
+                                             int(self.params["max_side"]),
+                                             int(self.params["tile_overlap"]))
+        return instance_outputs(masks, scores, labels, image_id, self.params)
+
+
+def detect_tiled(detect, image: np.ndarray, max_side: int, overlap: int):
+    """``detect`` on the whole image, or on overlapping tiles when a side exceeds ``max_side``.
+
+    A detection is kept only from the tile that owns its box centre (tiles own their area up
+    to the middle of each overlap), so a cell on a seam is reported once, from the tile that
+    sees it with the most context.
+    """
+    from overlapseg.models.scale import owner_of, tile_windows
+
+    h, w = image.shape
+    if h <= max_side and w <= max_side:
+        return detect(image)
+    all_masks, all_scores, all_labels = [], [], []
+    for y0, y1, oy0, oy1 in tile_windows(h, max_side, overlap):
+        for x0, x1, ox0, ox1 in tile_windows(w, max_side, overlap):
+            masks, scores, labels = detect(np.ascontiguousarray(image[y0:y1, x0:x1]))
+            for m, s, lab in zip(masks, scores, labels):
+                ys, xs = np.nonzero(m)
+                if not len(ys):
+                    continue
+                cy, cx = y0 + (ys.min() + ys.max() + 1) / 2, x0 + (xs.min() + xs.max() + 1) / 2
+                if owner_of(cy, oy0, oy1) and owner_of(cx, ox0, ox1):
+                    full = np.zeros((h, w), bool)
+                    full[y0:y1, x0:x1] = m
+                    all_masks.append(full)
+                    all_scores.append(s)
+                    all_labels.append(lab)
+    order = np.argsort(-np.asarray(all_scores, np.float64), kind="stable")
+    masks = np.stack(all_masks)[order] if all_masks else np.zeros((0, h, w), bool)
+    return masks, np.asarray(all_scores, np.float32)[order], np.asarray(all_labels, np.int64)[order]
 
 
 def instance_outputs(masks: np.ndarray, scores: np.ndarray, labels: np.ndarray, image_id: int,
