@@ -160,6 +160,12 @@ def test_synthesis_keeps_layout_masks_and_is_identical_on_rerun(name, dataset, t
     assert a.names == b.names and len(a.names) == 2
     for n in a.names:
         assert np.array_equal(a.load_image(n), b.load_image(n))
+        for category in ("cytoplasm", "nucleus"):
+            got, again = a.masks(n, category), b.masks(n, category)
+            assert len(got) == len(again) and all(np.array_equal(g, w) for g, w in zip(got, again))
+            assert all(m.shape == (48, 48) and m.any() for m in got)
+    if not getattr(load_trainers()[name], "USES_COPYPASTE_LAYOUTS", True):
+        return  # own layouts (coarse-to-fine and its baselines): tests/test_coarse_to_fine_trainer.py
     # the masks are those of the copy-paste layouts drawn with the same seed
     from overlapseg.synth.copypaste import config_from_params, generate_copypaste, load_sources
 

@@ -1,5 +1,26 @@
 # GAN synthesis (thesis Sec. 4.4.2, coarse-to-fine stage 3): one pix2pix generator per entry of
 # config["gan"], trained on the TRAIN split; its synthetic set is a training source named after it.
+# Coarse-to-fine generators (paper 004) and its baselines (polygon_cyclegan, real_pix2pix) make
+# their own layouts; coarse_to_fine ones also draw results/figures/{dataset}_{generator}_stages.png.
+
+
+def coarse_to_fine_generators():
+    return [name for name, gen in GENERATORS.items() if gen["model"] == "coarse_to_fine"]
+
+
+def generator_category(name):
+    """The instance category a generator annotates (its resolved ``category`` param; pix2pix
+    generators keep the copy-paste layouts' cells and nuclei: None)."""
+    from overlapseg.train.base import get_trainer
+
+    gen = GENERATORS[name]
+    return get_trainer(gen["model"]).resolve_params(gen.get("params")).get("category")
+
+
+def gan_stage_figures(wc):
+    if wc.generator in coarse_to_fine_generators():
+        return [f"results/figures/{wc.dataset}_{wc.generator}_stages.png"]
+    return []
 
 
 rule gan_train:
@@ -54,14 +75,18 @@ rule gan_report:
         data="results/{dataset}/data",
         splits="results/{dataset}/splits.json",
         synth="results/{dataset}/synth/{generator}",
+        stages=gan_stage_figures,  # coarse-to-fine generators: the stage figure as well
     output:
         quality="results/{dataset}/gan/{generator}/quality.json",
-        png="results/figures/{dataset}_gan_{generator}.png",
+        png=report("results/figures/{dataset}_gan_{generator}.png", caption="../report/gan.rst",
+                   category="Figures", subcategory="{dataset}",
+                   labels={"dataset": "{dataset}", "figure": "GAN {generator}"}),
         pdf="results/figures/{dataset}_gan_{generator}.pdf",
     log:
         "logs/{dataset}/gan_report_{generator}.log",
     params:
         condition=lambda wc: GENERATORS[wc.generator].get("params", {}).get("condition", "mask"),
+        category=lambda wc: generator_category(wc.generator),
         fid_weights=config.get("fid_weights"),
     wildcard_constraints:
         generator="|".join(GENERATORS) or "^$",
@@ -70,3 +95,27 @@ rule gan_report:
         CONDA_ENV
     script:
         "../scripts/gan_report.py"
+
+
+rule gan_stages:
+    input:
+        model="results/{dataset}/gan/{generator}/model.pt",
+        data="results/{dataset}/data",
+        splits="results/{dataset}/splits.json",
+    output:
+        png=report("results/figures/{dataset}_{generator}_stages.png", caption="../report/gan_stages.rst",
+                   category="Figures", subcategory="{dataset}",
+                   labels={"dataset": "{dataset}", "figure": "coarse-to-fine stages {generator}"}),
+        pdf="results/figures/{dataset}_{generator}_stages.pdf",
+    log:
+        "logs/{dataset}/gan_stages_{generator}.log",
+    params:
+        seed=lambda wc: GENERATORS[wc.generator].get("seed", config["seed"]),
+        device=config["device"],
+    wildcard_constraints:
+        generator="|".join(coarse_to_fine_generators()) or "^$",
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/gan_stages.py"

@@ -25,12 +25,14 @@ def _grey_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def quality_summary(real_dir, real_names: Sequence[str], synth_dir,
-                    fid_weights: str | os.PathLike | None = None) -> dict:
+                    fid_weights: str | os.PathLike | None = None, category: str = "cytoplasm") -> dict:
+    """Quality numbers; edge alignment uses the masks of ``category`` (the one a coarse-to-fine
+    generator annotates)."""
     real_ds, synth_ds = CanonicalDataset(real_dir), CanonicalDataset(synth_dir)
     real = [_grey_uint8(real_ds.load_image(n)) for n in real_names]
     fake = [_grey_uint8(synth_ds.load_image(n)) for n in synth_ds.names]
-    masks_real = [real_ds.masks(n, "cytoplasm") for n in real_names]
-    masks_fake = [synth_ds.masks(n, "cytoplasm") for n in synth_ds.names]
+    masks_real = [real_ds.masks(n, category) for n in real_names]
+    masks_fake = [synth_ds.masks(n, category) for n in synth_ds.names]
     value, note = fid(real, fake, fid_weights)
     return {"n_real": len(real), "n_generated": len(fake),
             "intensity_distance": round(intensity_distance(real, fake), 6),
@@ -48,8 +50,10 @@ def write_quality(path, **kwargs) -> dict:
 
 
 def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, condition: str,
-                        out_png, out_pdf, n: int = 3, boundary_width: int = 2) -> None:
-    """Rows: real images with their conditions, generated images with theirs."""
+                        out_png, out_pdf, n: int = 3, boundary_width: int = 2,
+                        category: str | None = None) -> None:
+    """Rows: real images with their conditions, generated images with theirs. With
+    ``category`` (generators of one category) the condition is that category's rendering."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,17 +73,92 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
             if c >= len(names):
                 continue
             image = to_float_gray(ds.load_image(names[c]))
-            cond = condition_image(condition, image, ds.masks(names[c], "cytoplasm"),
-                                   ds.masks(names[c], "nucleus"), boundary_width)
+            if category is not None:
+                from overlapseg.train.coarse_to_fine import render_category
+
+                cond = render_category(ds.masks(names[c], category), category, boundary_width,
+                                       image.shape)
+            else:
+                cond = condition_image(condition, image, ds.masks(names[c], "cytoplasm"),
+                                       ds.masks(names[c], "nucleus"), boundary_width)
             ax_cond.imshow(np.moveaxis(cond, 0, -1) if len(cond) == 3 else cond[0], cmap="gray",
                            vmin=0, vmax=1)
             ax_cond.set_title(f"{kind}: condition", fontsize=7)
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=1)
             ax_img.set_title(f"{kind}: {names[c]}", fontsize=7)
-    fig.suptitle(f"pix2pix ({condition} -> image): real vs generated", fontsize=9)
+    fig.suptitle(f"{category} generator: real vs generated" if category else
+                 f"pix2pix ({condition} -> image): real vs generated", fontsize=9)
     fig.tight_layout()
     from overlapseg.utils.io import atomic_path
 
+    for path, kwargs in ((out_png, {"dpi": 120, "metadata": {"Software": None}}),
+                         (out_pdf, {"metadata": {"CreationDate": None, "Creator": None,
+                                                 "Producer": None}})):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], **kwargs)
+    plt.close(fig)
+
+
+def _label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Label image -> RGB, a random bright colour per label, background black."""
+    n = int(labels.max(initial=0))
+    table = np.concatenate([np.zeros((1, 3)), np.random.default_rng(seed).uniform(0.3, 1.0, (n, 3))])
+    return table[labels]
+
+
+def c2f_stages_figure(model_dir, data, names: Sequence[str], out_png, out_pdf, n: int = 3,
+                      seed: int = 0, device: str = "cpu") -> None:
+    """The outputs of every stage of a trained coarse-to-fine generator (``004`` Figs. 1-3),
+    one row per example; examples are the first ``n`` images of the synthetic set written with
+    the same ``seed`` (same per-image RNG). Columns: seed points; stage 1 box image (Eq. 1
+    ovals) with the boxes taken from its connected components; stage 2 input (box-sized
+    coloured ovals); stage 2 output (colour mask, boundary class in white); decoded instances
+    after the k-terminal cut; stage 3 image with the instance outlines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from overlapseg.gan.coarse_to_fine import labels_from_masks
+    from overlapseg.gan.pix2pix import instance_boundaries
+    from overlapseg.train.base import DataRef, Trainer, iteration_torch_seed
+    from overlapseg.train.coarse_to_fine import CoarseToFineTrainer, RealLayouts
+    from overlapseg.utils.io import atomic_path
+
+    trainer, model = Trainer.load(Path(model_dir), device)
+    if not isinstance(trainer, CoarseToFineTrainer):
+        raise ValueError(f"{model_dir}: not a coarse_to_fine generator (trainer {trainer.name!r})")
+    real = RealLayouts([DataRef(Path(data), list(names))], trainer.params["category"], 1)
+    titles = ["seed points", "stage 1: ovals + boxes", "stage 2 input: coloured ovals",
+              "stage 2: colour mask + boundary", "decoded + k-terminal cut", "stage 3: image"]
+    fig, axes = plt.subplots(n, len(titles), figsize=(2.1 * len(titles), 2.2 * n), squeeze=False)
+    for i in range(n):
+        out = trainer.generate(model, real, np.random.default_rng([seed, i]), iteration_torch_seed(seed, i))
+        mask_image = out["mask_image"]
+        colour = np.moveaxis(mask_image[:3], 0, -1).copy()
+        colour[mask_image[3] > trainer.params["c2f"]["boundary_threshold"]] = 1.0
+        labels = labels_from_masks(out["masks"]) if len(out["masks"]) else np.zeros(out["image"].shape, np.int32)
+        outline = instance_boundaries(out["masks"], 1) if len(out["masks"]) else np.zeros(labels.shape, bool)
+        image = np.repeat(out["image"][..., None], 3, axis=2)
+        image[outline] = (1.0, 0.2, 0.2)
+        panels = [(out["point_image"][0], "gray"), (out["box_image"][0], "magma"),
+                  (np.moveaxis(out["colour_boxes"], 0, -1), None), (colour, None),
+                  (_label_rgb(labels, i), None), (image, None)]
+        for c, (panel, cmap) in enumerate(panels):
+            ax = axes[i, c]
+            ax.imshow(np.clip(panel, 0, 1), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[c], fontsize=7)
+        for (cy, cx), (h, w) in zip(out["centres"], out["sizes"]):
+            axes[i, 1].add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, lw=0.6,
+                                           edgecolor="cyan"))
+        axes[i, 0].set_ylabel(f"{len(out['points'])} points -> {len(out['centres'])} boxes -> "
+                              f"{len(out['masks'])} {trainer.params['category']}", fontsize=6)
+    fig.suptitle(f"coarse-to-fine generator {Path(model_dir).name}: stage outputs", fontsize=9)
+    fig.tight_layout()
     for path, kwargs in ((out_png, {"dpi": 120, "metadata": {"Software": None}}),
                          (out_pdf, {"metadata": {"CreationDate": None, "Creator": None,
                                                  "Producer": None}})):

@@ -92,6 +92,7 @@ class Pix2PixTrainer(Trainer):
     SMOKE_PARAMS = {"crop_size": 32, "ngf": 4, "ndf": 4, "batch_size": 2}
     INFERENCE_KEYS = ("tile", "stride", "dropout_at_inference")
     PRODUCES_INSTANCES = False
+    USES_COPYPASTE_LAYOUTS = True  # synthesize_set translates copy-paste layouts
     LOSS_METHODS = ("discriminator_losses", "generator_losses")
 
     @classmethod
@@ -194,20 +195,30 @@ class Pix2PixTrainer(Trainer):
         return write_canonical_dataset(samples(), out_dir, info=info)
 
 
+    def synthesize_set(self, model, data, names, out_dir, n: int, seed: int, copypaste_params: dict,
+                       prefix: str | None = None, info: dict | None = None) -> Path:
+        """``n`` synthetic images: new copy-paste layouts (from ``names`` of ``data``, the train
+        split; ``copypaste_params`` as ``synth.copypaste``) translated by this generator."""
+        from overlapseg.synth.copypaste import config_from_params, generate_copypaste, load_sources
+
+        params = {**copypaste_params, "output": "additive" if self.params["condition"] == "composite"
+                  else copypaste_params.get("output", "intensity")}
+        cfg = config_from_params(params)
+        sources = load_sources(data, names, cfg)
+        layouts = list(generate_copypaste(sources, n, seed, cfg, prefix=prefix or Path(out_dir).name))
+        info = {"method": f"pix2pix-{self.params['condition']}", **(info or {}),
+                "seed": seed, "n": n, "copypaste": params}
+        return self.synthesize(model, layouts, Path(out_dir), seed, info)
+
+
 def gan_synthesize(model_dir, data, names, out_dir, n: int, seed: int, copypaste: dict,
                    device: str = "cpu", prefix: str | None = None) -> Path:
-    """``n`` synthetic images: new copy-paste layouts (from ``names`` of ``data``, the train
-    split) translated by the pix2pix generator in ``model_dir``; masks kept exactly."""
-    from overlapseg.synth.copypaste import config_from_params, generate_copypaste, load_sources
-
+    """``n`` synthetic images of the generator in ``model_dir`` (trained on ``names`` of
+    ``data``, the train split), masks kept exactly; each generator trainer's
+    ``synthesize_set`` decides the layouts (pix2pix: copy-paste layouts from ``copypaste``
+    params; coarse-to-fine and its baselines: their own, :mod:`overlapseg.train.coarse_to_fine`)."""
     trainer, model = Trainer.load(Path(model_dir), device)
-    if not isinstance(trainer, Pix2PixTrainer):
-        raise ValueError(f"{model_dir}: not a pix2pix generator (trainer {trainer.name!r})")
-    params = {**copypaste, "output": "additive" if trainer.params["condition"] == "composite"
-              else copypaste.get("output", "intensity")}
-    cfg = config_from_params(params)
-    sources = load_sources(data, names, cfg)
-    layouts = list(generate_copypaste(sources, n, seed, cfg, prefix=prefix or Path(out_dir).name))
-    info = {"method": f"pix2pix-{trainer.params['condition']}", "generator": str(model_dir),
-            "seed": seed, "n": n, "copypaste": params}
-    return trainer.synthesize(model, layouts, Path(out_dir), seed, info)
+    if trainer.PRODUCES_INSTANCES or not hasattr(trainer, "synthesize_set"):
+        raise ValueError(f"{model_dir}: not a generator (trainer {trainer.name!r})")
+    return trainer.synthesize_set(model, data, names, Path(out_dir), n, seed, copypaste,
+                                  prefix=prefix, info={"generator": str(model_dir)})
