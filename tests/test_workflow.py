@@ -38,6 +38,13 @@ def test_single_experiment_target(tmp_path):
     (lambda c: c.update(experimentz={}), "experimentz"),
     (lambda c: c["datasets"]["demo"].pop("format"), "format"),
     (lambda c: c["experiments"]["maskrcnn"].update(test=["nowhere"]), "nowhere"),
+    # issue 11 item 5: a misspelt model param fails at load, naming experiment and key
+    (lambda c: c["experiments"]["maskrcnn"]["params"].update(iteratoins=3),
+     "experiment 'maskrcnn': unknown maskrcnn params: ['iteratoins']"),
+    (lambda c: c["experiments"]["maskrcnn"].update(inputs={"maps": "v4"}),
+     "uses no overlap-probability maps"),
+    (lambda c: c["experiments"]["maskrcnn"].update(inputs={"sources": ["cccee"]}),
+     "unknown source 'cccee'"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     config = yaml.safe_load(TINY.read_text())

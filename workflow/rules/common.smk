@@ -18,7 +18,8 @@ def _expand_seeds(experiments):
     of their own) plus the experiment itself, whose metrics are the mean and std over seeds."""
     out, parents = {}, {}
     for name, exp in experiments.items():
-        exp = {**exp, "test": [d for d in exp["test"] if d in DATASETS]}
+        skipped = set(config["datasets"]) - set(DATASETS)  # optional datasets not present
+        exp = {**exp, "test": [d for d in exp["test"] if d not in skipped]}
         seeds = exp.pop("seeds", None)
         if seeds:
             if "seed" in exp:
