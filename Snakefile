@@ -22,6 +22,8 @@ include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/targets.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:

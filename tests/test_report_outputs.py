@@ -50,8 +50,9 @@ def test_pixel_table_and_write_tables(tmp_path):
     assert sorted(p.name for p in written) == sorted(
         f"{s}.{e}" for s in ("metrics", "pixel") for e in ("csv", "md", "tex"))
     csv_lines = (tmp_path / "tables" / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("experiment,cytoplasm/AP,") and csv_lines[0].endswith(",provenance")
-    assert csv_lines[1].startswith("x,40.00,") and csv_lines[1].endswith(",a")
+    # row label first; experiment id and provenance id close the row
+    assert csv_lines[0].startswith("label,cytoplasm/AP,") and csv_lines[0].endswith(",experiment,provenance")
+    assert csv_lines[1].startswith("x,40.00,") and csv_lines[1].endswith(",x,a")
 
 
 @pytest.fixture()

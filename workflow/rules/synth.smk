@@ -46,7 +46,8 @@ rule ccce_figure:
         splits="results/{dataset}/splits.json",
         synth="results/{dataset}/synth/ccce",
     output:
-        png="results/figures/{dataset}_ccce.png",
+        png=report("results/figures/{dataset}_ccce.png", caption="../report/ccce.rst", category="Figures",
+                   subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "CCCE"}),
         pdf="results/figures/{dataset}_ccce.pdf",
     log:
         "logs/{dataset}/ccce_figure.log",
@@ -64,7 +65,8 @@ rule copypaste_figure:
     input:
         synth="results/{dataset}/synth/copypaste",
     output:
-        png="results/figures/{dataset}_copypaste.png",
+        png=report("results/figures/{dataset}_copypaste.png", caption="../report/copypaste.rst", category="Figures",
+                   subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "copy-paste"}),
         pdf="results/figures/{dataset}_copypaste.pdf",
     log:
         "logs/{dataset}/copypaste_figure.log",

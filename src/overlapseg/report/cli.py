@@ -1,4 +1,5 @@
-"""``overlapseg report table|figures``: paper-style tables and figures from metrics files."""
+"""``overlapseg report table|figures``: paper-style tables and figures from metrics files;
+``overlapseg audit``: the provenance chain of one table cell (``overlapseg.report.audit``)."""
 from __future__ import annotations
 
 
@@ -27,8 +28,10 @@ def _names(paths) -> list[str]:
 
 
 def register(subparsers) -> None:
+    from overlapseg.report import audit
     from overlapseg.report.tables import PRESETS
 
+    audit.register(subparsers)
     p = subparsers.add_parser("report", help="tables and figures from metrics files")
     sub = p.add_subparsers(dest="report_command", required=True)
     t = sub.add_parser("table", help="metrics (and pixel) tables as CSV, Markdown, LaTeX")

@@ -3,15 +3,22 @@
 Column presets follow the tables of the five papers (metric keys of
 ``overlapseg.evaluate.evaluate``; ``scale`` 100 = percent as printed in the paper, ``digits``
 = the paper's precision). The best value of each column is bold (lowest for error rates).
+
+Rows are named by the paper's label (``label:`` of the experiment, default its id); the
+experiment id and the provenance id are the last two columns. A cell is ``n/a`` when the
+metric is undefined (e.g. no instances in an overlap bin) or when the model does not predict
+the class at all (:func:`predicts`), never a misleading 0. A row may average several runs
+(seeds): pass a list of metrics dicts and the cell reads ``mean ± std``.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 from overlapseg.utils.io import atomic_path, read_json
 
@@ -43,9 +50,41 @@ PIXEL_KEYS = ["accuracy", "precision", "recall", "F1", "IoU"]
 PIXEL_CLASSES = ["cytoplasm", "nucleus", "overlap", "border", "background"]
 
 
+NOT_PREDICTED = "not predicted"
+UNDEFINED = "undefined"
+CATEGORIES = ("cytoplasm", "nucleus")
+
+Metrics = Union[dict, Sequence[dict]]  # one run, or several runs (seeds) of one experiment
+
+
+def predicts(metrics: dict, category: str) -> bool:
+    """Whether the model behind ``metrics`` predicts ``category`` at all.
+
+    Rule: a category is *not predicted* when the predictions file holds no instance of it
+    (``n_pred == 0``) and the model wrote no semantic map of it (the ``pixel`` block lacks
+    the class, or there is none). A model that predicts the class but found none on the test
+    images keeps its 0 (its semantic maps carry the class). ``mean`` (over the evaluated
+    categories) counts as predicted only when every category is. Pixel tables: a class
+    missing from ``pixel`` is not predicted. Without ``n_pred`` nothing is decided (True).
+    """
+    if category == "mean":
+        cats = (metrics.get("params") or {}).get("categories") or [c for c in CATEGORIES if c in metrics]
+        return all(predicts(metrics, c) for c in cats)
+    block = metrics.get(category)
+    if not isinstance(block, dict) or block.get("n_pred") is None or block["n_pred"] > 0:
+        return True
+    return category in (metrics.get("pixel") or {})
+
+
 @dataclass
 class Table:
-    """Formatted table: ``groups`` are the top header (category/class) spanning ``keys``."""
+    """Formatted table: ``groups`` are the top header (category/class) spanning ``keys``.
+
+    ``experiments`` are the experiment ids, ``labels`` the row names (default: the ids);
+    ``paths[j]`` is where column j's number sits in a metrics JSON (before ``scale``);
+    ``status[i][j]`` is "" for a number, else why the cell is n/a; ``stds`` (rows of several
+    runs) the standard deviation of each cell, None for single runs.
+    """
 
     experiments: list[str]
     columns: list[tuple[str, str]]  # (group, key)
@@ -53,19 +92,98 @@ class Table:
     digits: int
     provenance: list[str]
     bold: list[list[bool]]
+    labels: list[str] | None = None
+    paths: list[tuple[str, ...]] = field(default_factory=list)
+    scale: float = 1.0
+    status: list[list[str]] | None = None
+    stds: list[list[float | None]] | None = None
+    runs: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = list(self.labels) if self.labels is not None else list(self.experiments)
+        if len(self.labels) != len(self.experiments):
+            raise ValueError(f"{len(self.labels)} row labels for {len(self.experiments)} experiments")
+        if self.status is None:
+            self.status = [["" if v is not None else UNDEFINED for v in row] for row in self.values]
+        if self.runs is None:
+            self.runs = [1] * len(self.experiments)
 
     def cell(self, i: int, j: int) -> str:
         v = self.values[i][j]
-        return "n/a" if v is None else f"{v:.{self.digits}f}"
+        if v is None:
+            return "n/a"
+        s = None if self.stds is None else self.stds[i][j]
+        return f"{v:.{self.digits}f}" + ("" if s is None else f" ± {s:.{self.digits}f}")
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column headers as in the CSV: ``group/key``."""
+        return [f"{g}/{k}" for g, k in self.columns]
 
 
-def _provenance_id(metrics: dict) -> str:
-    prov = metrics.get("provenance") or {}
-    return str(prov.get("id", "")) if isinstance(prov, dict) else ""
+def _runs(m: Metrics) -> list[dict]:
+    return [m] if isinstance(m, dict) else list(m)
 
 
-def _finish(experiments, columns, values, digits, provenance) -> Table:
-    bold = [[False] * len(columns) for _ in experiments]
+def _provenance_id(metrics: Metrics) -> str:
+    """The row's provenance id; several runs (or a seed aggregate): their ids joined by '+'."""
+    ids = []
+    for run in _runs(metrics):
+        prov = run.get("provenance") or {}
+        if not isinstance(prov, dict):
+            ids.append("")
+        elif isinstance(prov.get("seeds"), list):  # overlapseg.evaluate.seeds.aggregate_seeds
+            ids += [str((p or {}).get("id", "")) for p in prov["seeds"]]
+        else:
+            ids.append(str(prov.get("id", "")))
+    return "+".join(ids)
+
+
+def _lookup(run: dict, path: Sequence[str]):
+    node = run
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _cell(metrics: Metrics, path: Sequence[str], scale: float, predicted) -> tuple:
+    """(mean, std or None, status) of one cell over the runs of a row.
+
+    A list of runs gives their mean and sample std; a seed aggregate (a metrics dict with
+    ``seed_std``, ``overlapseg.evaluate.seeds``) its stored mean and std.
+    """
+    runs = _runs(metrics)
+    if not any(predicted(r) for r in runs):
+        return None, None, NOT_PREDICTED
+    vals = [float(v) * scale for r in runs if predicted(r) and (v := _lookup(r, path)) is not None]
+    if not vals:
+        return None, None, UNDEFINED
+    if len(runs) == 1:
+        std = _lookup(runs[0].get("seed_std"), path) if isinstance(runs[0].get("seed_std"), dict) else None
+        return vals[0], None if std is None else float(std) * scale, ""
+    mean = math.fsum(vals) / len(vals)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, std, ""
+
+
+def _build(metrics: Sequence[Metrics], experiments, labels, columns, paths, predicted, scale,
+           digits) -> Table:
+    if len(metrics) != len(experiments):
+        raise ValueError(f"{len(metrics)} metrics files for {len(experiments)} experiment names")
+    cells = [[_cell(m, p, scale, lambda r, c=c: predicted(r, c)) for (c, _), p in zip(columns, paths)]
+             for m in metrics]
+    values = [[c[0] for c in row] for row in cells]
+    several = any(not isinstance(m, dict) or "seed_std" in m for m in metrics)
+    return Table(list(experiments), columns, values, digits, [_provenance_id(m) for m in metrics],
+                 _bold(columns, values, digits), labels, [tuple(p) for p in paths], scale,
+                 [[c[2] for c in row] for row in cells],
+                 [[c[1] for c in row] for row in cells] if several else None,
+                 [len(_runs(m)) for m in metrics])
+
+
+def _bold(columns, values, digits) -> list[list[bool]]:
+    """Best value of each column (after rounding to the printed digits; ties all bold)."""
+    bold = [[False] * len(columns) for _ in values]
     for j, (_, key) in enumerate(columns):
         rounded = [None if row[j] is None else round(row[j], digits) for row in values]
         present = [v for v in rounded if v is not None]
@@ -74,54 +192,58 @@ def _finish(experiments, columns, values, digits, provenance) -> Table:
         best = min(present) if key in LOWER_IS_BETTER else max(present)
         for i, v in enumerate(rounded):
             bold[i][j] = v == best
-    return Table(list(experiments), columns, values, digits, provenance, bold)
+    return bold
 
 
-def metrics_table(metrics: Sequence[dict], experiments: Sequence[str], preset: str = "default") -> Table:
+def metrics_table(metrics: Sequence[Metrics], experiments: Sequence[str], preset: str = "default",
+                  labels: Sequence[str] | None = None) -> Table:
     """Instance-metric table of ``preset`` from evaluator outputs (same order as ``experiments``)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown table preset {preset!r}; known: {', '.join(PRESETS)}")
-    if len(metrics) != len(experiments):
-        raise ValueError(f"{len(metrics)} metrics files for {len(experiments)} experiment names")
     cfg = PRESETS[preset]
     columns = [(c, k) for c in cfg["categories"] for k in cfg["keys"]]
-    values = []
-    for m in metrics:
-        row = []
-        for c, k in columns:
-            v = (m.get(c) or {}).get(k)
-            row.append(None if v is None else float(v) * cfg["scale"])
-        values.append(row)
-    return _finish(experiments, columns, values, cfg["digits"], [_provenance_id(m) for m in metrics])
+    return _build(metrics, experiments, labels, columns, [(c, k) for c, k in columns], predicts,
+                  cfg["scale"], cfg["digits"])
 
 
-def pixel_table(metrics: Sequence[dict], experiments: Sequence[str], digits: int = 2) -> Table:
-    """Semantic pixel metrics (percent) for the classes any experiment reports (thesis tables)."""
-    present = {c for m in metrics for c in (m.get("pixel") or {})}
-    classes = [c for c in PIXEL_CLASSES if c in present and c != "background"]
+def _predicts_pixel(run: dict, cls: str) -> bool:
+    return cls in (run.get("pixel") or {})
+
+
+def pixel_table(metrics: Sequence[Metrics], experiments: Sequence[str], digits: int = 2,
+                labels: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> Table:
+    """Semantic pixel metrics (percent) of ``classes`` (default: those any experiment reports)."""
+    if classes is None:
+        present = {c for m in metrics for r in _runs(m) for c in (r.get("pixel") or {})}
+        classes = [c for c in PIXEL_CLASSES if c in present and c != "background"]
     columns = [(c, k) for c in classes for k in PIXEL_KEYS]
-    values = [[None if ((m.get("pixel") or {}).get(c) or {}).get(k) is None
-               else 100 * float(m["pixel"][c][k]) for c, k in columns] for m in metrics]
-    return _finish(experiments, columns, values, digits, [_provenance_id(m) for m in metrics])
+    return _build(metrics, experiments, labels, columns, [("pixel", c, k) for c, k in columns],
+                  _predicts_pixel, 100, digits)
 
 
 # ----------------------------------------------------------------------------- rendering
 def to_csv(t: Table) -> str:
+    """label, one column per metric (``n/a`` where undefined or not predicted), experiment, provenance."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["experiment"] + [f"{g}/{k}" for g, k in t.columns] + ["provenance"])
+    w.writerow(["label"] + t.column_names + ["experiment", "provenance"])
     for i, e in enumerate(t.experiments):
-        w.writerow([e] + ["" if t.values[i][j] is None else t.cell(i, j) for j in range(len(t.columns))]
-                   + [t.provenance[i]])
+        w.writerow([t.labels[i]] + [t.cell(i, j) for j in range(len(t.columns))] + [e, t.provenance[i]])
     return buf.getvalue()
 
 
+def _md(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
 def to_markdown(t: Table) -> str:
-    head = ["experiment"] + [f"{g} {k}" for g, k in t.columns] + ["provenance"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(t.columns) + ["---"]) + "|"]
+    head = ["label"] + [f"{g} {k}" for g, k in t.columns] + ["experiment", "provenance"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * len(t.columns) + ["---", "---"]) + "|"]
     for i, e in enumerate(t.experiments):
         cells = [f"**{t.cell(i, j)}**" if t.bold[i][j] else t.cell(i, j) for j in range(len(t.columns))]
-        lines.append("| " + " | ".join([e] + cells + [f"`{t.provenance[i]}`" if t.provenance[i] else ""]) + " |")
+        prov = f"`{t.provenance[i]}`" if t.provenance[i] else ""
+        lines.append("| " + " | ".join([_md(t.labels[i])] + cells + [f"`{e}`", prov]) + " |")
     if not t.columns:
         lines.append("\n(no metrics for this table)")
     return "\n".join(lines) + "\n"
@@ -141,7 +263,7 @@ def to_latex(t: Table, caption: str = "") -> str:
     lines = [r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(rf"\caption{{{_tex(caption)}}}")
-    lines += [rf"\begin{{tabular}}{{l{'r' * n}l}}", r"\toprule"]
+    lines += [rf"\begin{{tabular}}{{l{'r' * n}ll}}", r"\toprule"]
     groups: list[tuple[str, int]] = []
     for g, _ in t.columns:
         if groups and groups[-1][0] == g:
@@ -153,17 +275,20 @@ def to_latex(t: Table, caption: str = "") -> str:
         top.append(rf"\multicolumn{{{span}}}{{c}}{{{_tex(g)}}}")
         rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
         col += span
-    lines.append(" & ".join(top + [""]) + r" \\")
+    lines.append(" & ".join(top + ["", ""]) + r" \\")
     if rules:
         lines.append(" ".join(rules))
-    lines.append(" & ".join(["Experiment"] + [_tex(k) for _, k in t.columns] + ["Provenance"]) + r" \\")
+    lines.append(" & ".join(["Method"] + [_tex(k) for _, k in t.columns] + ["Experiment", "Provenance"])
+                 + r" \\")
     lines.append(r"\midrule")
     for i, e in enumerate(t.experiments):
         cells = []
         for j in range(n):
-            c = "--" if t.values[i][j] is None else t.cell(i, j)
+            c = t.cell(i, j).replace("±", r"$\pm$")
             cells.append(rf"\textbf{{{c}}}" if t.bold[i][j] else c)
-        lines.append(" & ".join([_tex(e)] + cells + [rf"\texttt{{{_tex(t.provenance[i])}}}"]) + r" \\")
+        lines.append(" & ".join([_tex(t.labels[i])] + cells + [rf"\texttt{{{_tex(e)}}}",
+                                                              rf"\texttt{{{_tex(t.provenance[i])}}}"])
+                     + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -190,14 +315,14 @@ def has_pixel(metrics: Sequence[dict]) -> bool:
 
 def write_tables(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence[str],
                  out_dir: str | os.PathLike, preset: str = "default", pixel: bool | None = None,
-                 dataset: str = "") -> list[Path]:
+                 dataset: str = "", labels: Sequence[str] | None = None) -> list[Path]:
     """metrics.{csv,md,tex} (+ pixel.{csv,md,tex} if ``pixel`` or, when None, if any has pixel metrics)."""
     metrics = [read_json(p) for p in metrics_paths]
     out_dir = Path(out_dir)
     label = f" on {dataset}" if dataset else ""
-    written = write_table(metrics_table(metrics, experiments, preset), out_dir / "metrics",
+    written = write_table(metrics_table(metrics, experiments, preset, labels), out_dir / "metrics",
                           f"Instance segmentation metrics{label} (preset {preset}).")
     if pixel or (pixel is None and has_pixel(metrics)):
-        written += write_table(pixel_table(metrics, experiments), out_dir / "pixel",
+        written += write_table(pixel_table(metrics, experiments, labels=labels), out_dir / "pixel",
                                f"Pixel-level semantic metrics{label} (percent).")
     return written
