@@ -4,25 +4,6 @@
 # their own layouts; coarse_to_fine ones also draw results/figures/{dataset}_{generator}_stages.png.
 
 
-def coarse_to_fine_generators():
-    return [name for name, gen in GENERATORS.items() if gen["model"] == "coarse_to_fine"]
-
-
-def generator_category(name):
-    """The instance category a generator annotates (its resolved ``category`` param; pix2pix
-    generators keep the copy-paste layouts' cells and nuclei: None)."""
-    from overlapseg.train.base import get_trainer
-
-    gen = GENERATORS[name]
-    return get_trainer(gen["model"]).resolve_params(gen.get("params")).get("category")
-
-
-def gan_stage_figures(wc):
-    if wc.generator in coarse_to_fine_generators():
-        return [f"results/figures/{wc.dataset}_{wc.generator}_stages.png"]
-    return []
-
-
 rule gan_train:
     input:
         data="results/{dataset}/data",
