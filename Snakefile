@@ -15,6 +15,7 @@ validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/maps.smk"
 include: "workflow/rules/synth.smk"

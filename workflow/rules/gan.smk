@@ -22,6 +22,10 @@ rule gan_train:
     wildcard_constraints:
         generator="|".join(GENERATORS) or "^$",
     threads: lambda wc: GENERATORS[wc.generator]["threads"]
+    resources:
+        gpu=gpu_request,
+        slurm_partition=gpu_job_partition,
+        runtime=TRAIN_RUNTIME,
     conda:
         CONDA_ENV
     script:
@@ -45,6 +49,10 @@ rule gan_synthesize:
     wildcard_constraints:
         generator="|".join(GENERATORS) or "^$",
     threads: lambda wc: GENERATORS[wc.generator]["threads"]
+    resources:
+        gpu=gpu_request,
+        slurm_partition=gpu_job_partition,
+        runtime=PREDICT_RUNTIME,
     conda:
         CONDA_ENV
     script:

@@ -17,7 +17,9 @@ rule train:
         experiment="|".join(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
-        gpu=1,
+        gpu=gpu_request,
+        slurm_partition=gpu_job_partition,
+        runtime=TRAIN_RUNTIME,
     conda:
         CONDA_ENV
     script:
@@ -42,7 +44,9 @@ rule predict:
         experiment="|".join(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
-        gpu=1,
+        gpu=gpu_request,
+        slurm_partition=gpu_job_partition,
+        runtime=PREDICT_RUNTIME,
     conda:
         CONDA_ENV
     script:
