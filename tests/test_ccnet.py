@@ -179,9 +179,12 @@ def test_train_step_and_predict(cac):
     model.kd.heatmap_threshold, model.kd.group_tolerance = 0.0, 1e3
     with torch.no_grad():
         out = model([images[0], images[1][:, :50, :70]])
+    # images keep their own pixel scale (no resize to image_size); an untrained network may find
+    # nothing in the small crop, so the whole path must run on at least one of the two
+    assert sum(len(o["boxes"]) for o in out) > 0
     for o, (h, w) in zip(out, [(66, 90), (50, 70)]):
         n = len(o["boxes"])
-        assert 0 < n <= CC_DEFAULTS["detections_per_image"]
+        assert 0 <= n <= CC_DEFAULTS["detections_per_image"]
         assert o["masks"].shape == (n, 1, h, w) and o["scores"].shape == o["labels"].shape == (n,)
         assert ((o["masks"] >= 0) & (o["masks"] <= 1)).all()
         assert set(o["labels"].tolist()) <= {1, 2} and ((o["scores"] >= 0) & (o["scores"] <= 1)).all()
