@@ -7,7 +7,11 @@ from overlapseg.utils.config import validate_config
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default study; a study given with --configfile replaces it rather than
+# being deep-merged over it (otherwise the demo's experiments would leak into every study)
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # schema (defaults filled), NaN/inf, split fractions, adapter options: one line per problem
