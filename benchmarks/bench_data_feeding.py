@@ -7,7 +7,7 @@ Renders a small synthetic canonical dataset (16 images 512x512, ~10 overlapping 
   sampling, augmentation, targets) with 0 and 2 worker processes, consuming the batches only;
 * model: seconds per training iteration (``Trainer.training_step``: forward + backward +
   optimiser step, batch 2) for torchvision's default head widths and for the CPU overlay's
-  slim heads (config/isbi2014-cpu.yaml: fpn 64, mask 64, box 256, ROI sampling 128/500);
+  slim heads (config/study-cpu.yaml: fpn 64, mask 64, box 256, ROI sampling 128/500);
 
 and the ratio data images/s / model images/s (> 1: data preparation is not the bottleneck).
 It also asserts that 0 and 2 workers give bitwise-identical batches. Torch threads: 2.

@@ -216,12 +216,15 @@ def test_overlap_ratios_and_bins_by_hand():
     assert [bin_index(v, bins) for v in (0.0, 0.1, 0.29, 0.3, 1.0)] == [0, 1, 1, 2, 2]
     # Perfect predictions for A and C only: bin [0.3,1] holds A (found) and B (missed).
     r = evaluate(gt, [_pred(a), _pred(c)], categories=("cytoplasm",))["cytoplasm"]["by_overlap"]
-    assert r["[0,0.1)"] == {"AP": pytest.approx(1.0), "AJI": 1.0, "n": 1}
-    assert r["[0.1,0.3)"] == {"AP": None, "AJI": None, "n": 0}
+    assert r["[0,0.1)"] == {"AP": pytest.approx(1.0), "AJI": 1.0, "best_IoU": 1.0, "recall50": 1.0, "n": 1}
+    assert r["[0.1,0.3)"] == {"AP": None, "AJI": None, "best_IoU": None, "recall50": None, "n": 0}
     assert r["[0.3,1]"]["n"] == 2 and r["[0.3,1]"]["AP"] == pytest.approx(0.5, abs=0.01)
     # AJI (original definition: a prediction may serve several gt): A pairs with a (100/100),
     # B's best overlap is also a (IoU 50/150): C = 100 + 50, U = 100 + 150.
     assert r["[0.3,1]"]["AJI"] == pytest.approx(150 / 250)
+    # best IoU of A is 1 (found), of B 50/150 (only a touches it): mean 2/3, recall50 1/2
+    assert r["[0.3,1]"]["best_IoU"] == pytest.approx((1 + 50 / 150) / 2)
+    assert r["[0.3,1]"]["recall50"] == 0.5
 
 
 # ----------------------------------------------------------------------------- error analysis

@@ -18,3 +18,10 @@ def test_table_presets_match_the_report_code():
 def test_map_variants_match_the_maps_code():
     inputs = SCHEMA["experiments"]["additionalProperties"]["properties"]["inputs"]["properties"]
     assert tuple(inputs["maps"]["enum"]) == VARIANTS
+
+
+def test_training_pools_match_the_synthesis_code():
+    from overlapseg.synth.sources import POOLS
+
+    inputs = SCHEMA["experiments"]["additionalProperties"]["properties"]["inputs"]["properties"]
+    assert tuple(inputs["pool"]["enum"]) == POOLS

@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, KeyError) as exc:
-        # Bad inputs and failed reads/writes (missing file, no permission, disk full) end in
-        # one clear line naming the file and problem, not a traceback.
+    except (ValueError, OSError, KeyError, FloatingPointError) as exc:
+        # Bad inputs, failed reads/writes (missing file, no permission, disk full) and a
+        # non-finite training loss end in one clear line naming the file and problem.
         print(f"overlapseg {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 

@@ -156,7 +156,13 @@ def experiment_inputs(name):
     """The experiment's ``inputs:`` block with its defaults (sources, mix, maps, teacher)."""
     spec = EXPERIMENTS[name].get("inputs", {})
     return {"sources": list(spec.get("sources", ["original"])), "mix": spec.get("mix"),
-            "maps": spec.get("maps"), "teacher": spec.get("teacher")}
+            "maps": spec.get("maps"), "teacher": spec.get("teacher"), "pool": spec.get("pool", "all")}
+
+
+def pool_options():
+    """How the inputs block's ``pool`` tells discrete from aggregated images (as CCCE does)."""
+    ccce = config.get("synth", {}).get("ccce", {})
+    return {k: ccce[k] for k in ("max_cells_discrete", "max_overlap_ratio") if k in ccce}
 
 
 def train_inputs(wildcards):

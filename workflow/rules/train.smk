@@ -10,6 +10,7 @@ rule train:
     params:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
         inputs=lambda wc: experiment_inputs(wc.experiment),
+        pool_options=pool_options(),
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         seed=lambda wc: experiment_seed(wc.experiment),
         device=config["device"],

@@ -152,15 +152,18 @@ def seg_f1_metrics(ctx: EvalContext) -> dict:
 
 # ----------------------------------------------------------------------------- breakdowns
 def overlap_metrics(ctx: EvalContext) -> dict:
-    """by_overlap: {bin label: {AP, AJI, n}} by each gt's overlap ratio.
+    """by_overlap: {bin label: {AP, AJI, best_IoU, recall50, n}} by each gt's overlap ratio.
 
     A prediction belongs to the bin of the gt it overlaps most (bin 0 if none). AP: COCOeval
-    with bins as area ranges on the ``iou_type`` IoU; AJI per image within the bin; n: gt count.
-    "mean": AP over all categories, AJI mean over categories, n summed.
+    with bins as area ranges on the ``iou_type`` IoU; AJI per image within the bin; best_IoU:
+    mean over the bin's gts of their best IoU with any kept prediction (score >= threshold),
+    recall50 the fraction of them with best IoU >= 0.5; n: gt count. "mean": AP over all
+    categories, the other measures mean over categories, n summed.
     """
     bins, labels = ctx.options.overlap_bins, ctx.options.bin_labels
     gt_bin, dt_bin = {}, {}
     aji_bin = {c: [[] for _ in bins] for c in ctx.cat_ids}
+    best_bin = {c: [[] for _ in bins] for c in ctx.cat_ids}
     ratios: dict[int, dict[int, float]] = {}
     for r in ctx.image_categories:
         iid = r.image["id"]
@@ -175,6 +178,9 @@ def overlap_metrics(ctx: EvalContext) -> dict:
             has = len(r.gts) and iou_all[:, j].max() > 0
             dt_bin[a["id"]] = int(gb[int(np.argmax(iou_all[:, j]))]) if has else 0
         db = np.array([dt_bin[a["id"]] for a in r.kept], dtype=int)
+        best = r.table.iou.max(axis=1) if len(r.kept) else np.zeros(len(r.gts))
+        for b, v in zip(gb, best):
+            best_bin[r.cat_id][int(b)].append(float(v))
         for b in range(len(bins)):
             cc, uu = aji_counts(r.table, gb == b, db == b)
             if uu > 0:
@@ -186,12 +192,16 @@ def overlap_metrics(ctx: EvalContext) -> dict:
         out[name] = {"by_overlap": {
             lab: {"AP": coco_ap.summarize(bin_ev, k, area=f"bin{b}")["AP"],
                   "AJI": _mean(aji_bin[c][b]),
+                  "best_IoU": _mean(best_bin[c][b]),
+                  "recall50": _mean([float(v >= 0.5) for v in best_bin[c][b]]),
                   "n": sum(1 for a in ctx.gt_anns if a["category_id"] == c and gt_bin[a["id"]] == b)}
             for b, lab in enumerate(labels)}}
     per_cat = [out[name]["by_overlap"] for name in ctx.categories]
     out["mean"] = {"by_overlap": {
         lab: {"AP": coco_ap.summarize(bin_ev, None, area=f"bin{b}")["AP"],
               "AJI": _mean(r[lab]["AJI"] for r in per_cat),
+              "best_IoU": _mean(r[lab]["best_IoU"] for r in per_cat),
+              "recall50": _mean(r[lab]["recall50"] for r in per_cat),
               "n": sum(r[lab]["n"] for r in per_cat)}
         for b, lab in enumerate(labels)}}
     return out

@@ -45,6 +45,16 @@ PRESETS: dict[str, dict] = {
     # Coarse-to-fine paper, Tables I-III: pixel seg / instance seg F1 (percent, 2 decimals).
     "c2f": {"keys": ["pixel_seg_F1", "instance_seg_F1"], "scale": 100, "digits": 2,
             "categories": ["nucleus"]},
+    # Overlap-binned AP and AJI (DoNet/IRNet: where overlapping cells are won or lost); one
+    # column group per overlap-ratio bin of evaluate.overlap_bins, read from the metrics.
+    "overlap": {"keys": ["AP", "AJI", "best_IoU", "recall50"], "scale": 100, "digits": 2, "categories": ["cytoplasm"],
+                "by": "by_overlap"},
+    # Thesis Table 5.11 error analysis: AP as predicted, with gt masks for matched predictions
+    # ("w_gt_mask": how much is mask quality) and keeping matched predictions only ("gt_matched":
+    # how much is false positives).
+    "error_analysis": {"keys": ["AP", "AP50", "AP75"], "scale": 100, "digits": 1,
+                       "categories": ["cytoplasm"], "by": "error_analysis",
+                       "groups": ["w_gt_mask", "gt_matched"]},
 }
 PIXEL_KEYS = ["accuracy", "precision", "recall", "F1", "IoU"]
 PIXEL_CLASSES = ["cytoplasm", "nucleus", "overlap", "border", "background"]
@@ -201,9 +211,30 @@ def metrics_table(metrics: Sequence[Metrics], experiments: Sequence[str], preset
     if preset not in PRESETS:
         raise ValueError(f"unknown table preset {preset!r}; known: {', '.join(PRESETS)}")
     cfg = PRESETS[preset]
-    columns = [(c, k) for c in cfg["categories"] for k in cfg["keys"]]
-    return _build(metrics, experiments, labels, columns, [(c, k) for c, k in columns], predicts,
-                  cfg["scale"], cfg["digits"])
+    if "by" not in cfg:
+        columns = [(c, k) for c in cfg["categories"] for k in cfg["keys"]]
+        paths = list(columns)
+    else:  # column groups one level deeper: overlap bins or error-analysis variants
+        columns, paths = [], []
+        for c in cfg["categories"]:
+            if cfg["by"] == "error_analysis":  # as predicted, then each variant
+                columns += [(c, k) for k in cfg["keys"]]
+                paths += [(c, k) for k in cfg["keys"]]
+            for g in cfg.get("groups") or _sub_groups(metrics, c, cfg["by"]):
+                columns += [(f"{c} {g}", k) for k in cfg["keys"]]
+                paths += [(c, cfg["by"], g, k) for k in cfg["keys"]]
+    return _build(metrics, experiments, labels, columns, paths,
+                  lambda run, group: predicts(run, group.split(" ")[0]), cfg["scale"], cfg["digits"])
+
+
+def _sub_groups(metrics: Sequence[Metrics], category: str, by: str) -> list[str]:
+    """Keys under ``category.by`` in the first run that has them (e.g. overlap-bin labels)."""
+    for m in metrics:
+        for run in _runs(m):
+            block = _lookup(run, (category, by))
+            if isinstance(block, dict) and block:
+                return list(block)
+    raise ValueError(f"no metrics file has {category}.{by}")
 
 
 def _predicts_pixel(run: dict, cls: str) -> bool:

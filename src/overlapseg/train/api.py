@@ -41,16 +41,29 @@ def _read_splits(path) -> dict[str, list[str]]:
 def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
                  source_dirs: Sequence | None = None, map_variant: str | None = None,
                  maps: Sequence | None = None, mix: Sequence[float] | None = None,
-                 teacher=None) -> TrainInputs:
+                 teacher=None, pool: str = "all", pool_options: dict | None = None) -> TrainInputs:
     """The training inputs of one experiment.
 
     ``sources``: names of the training sources in order (``original`` = the train split of
     ``data``; any other name is a synthetic dataset whose directory is the matching entry of
     ``source_dirs``). ``maps``: per source, a directory of precomputed ``map_variant`` maps (or
     None: computed on the fly). Validation always uses the original val split, so models
-    trained on synthetic data are selected on real images.
+    trained on synthetic data are selected on real images. ``pool``: which real training images
+    ``original`` contributes: ``all``, or only the ``discrete`` (isolated cells) or ``aggregated``
+    (clustered) ones, classified as CCCE classifies its donors (``pool_options``:
+    ``max_cells_discrete``, ``max_overlap_ratio``; CC framework Tables 1-2 rows).
     """
     split = _read_splits(splits)
+    train_names = list(split["train"])
+    if pool != "all":
+        from overlapseg.data.canonical import CanonicalDataset
+        from overlapseg.synth.sources import select_pool
+
+        opts = {k: v for k, v in (pool_options or {}).items()
+                if k in ("max_cells_discrete", "max_overlap_ratio")}
+        train_names = select_pool(CanonicalDataset(Path(data)), train_names, pool, **opts)
+        if not train_names:
+            raise ValueError(f"{splits}: no {pool} images in the train split (pool options {opts})")
     sources = list(sources)
     synthetic = [s for s in sources if s != ORIGINAL]
     source_dirs = list(source_dirs or [])
@@ -64,12 +77,12 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
     for source, map_dir in zip(sources, maps):
         map_path = Path(map_dir) if map_dir else None
         if source == ORIGINAL:
-            refs.append(DataRef(Path(data), split["train"], map_path, ORIGINAL))
+            refs.append(DataRef(Path(data), train_names, map_path, ORIGINAL))
         else:
             refs.append(DataRef(Path(next(dirs)), None, map_path, source))
     val = DataRef(Path(data), split["val"]) if split["val"] else None
     return TrainInputs(refs, val, list(mix) if mix is not None else None, map_variant,
-                       Path(teacher) if teacher else None)
+                       Path(teacher) if teacher else None, pool)
 
 
 def train_experiment(model: str, out_model, params: dict, seed: int, inputs: TrainInputs,

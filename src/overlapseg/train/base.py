@@ -86,17 +86,57 @@ class TrainInputs:
     mix: list[float] | None = None
     map_variant: str | None = None
     teacher: Path | None = None
+    pool: str = "all"
+
+    def data_digest(self) -> str:
+        """sha256 of what the training data is: each source's image names and the bytes of its
+        dataset (and maps) folder. Part of the checkpoint fingerprint, so a checkpoint trained
+        on another split or an older synthetic set is never resumed."""
+        h = hashlib.sha256()
+        for ref in self.train:
+            h.update(json.dumps([ref.source, ref.names]).encode())
+            for folder in (ref.root, ref.maps):
+                if folder is None or not Path(folder).is_dir():
+                    continue
+                for path in sorted(Path(folder).rglob("*")):
+                    if path.is_file() and not path.name.startswith("."):
+                        h.update(str(path.relative_to(folder)).encode())
+                        h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
 
     def describe(self) -> dict:
         """What identifies these inputs (no paths): part of the checkpoint fingerprint."""
         return {"sources": [r.source for r in self.train], "mix": self.mix,
-                "map_variant": self.map_variant, "teacher": self.teacher is not None}
+                "map_variant": self.map_variant, "teacher": self.teacher is not None,
+                **({"pool": self.pool} if self.pool != "all" else {})}
 
 
 # ----------------------------------------------------------------------------- helpers
 def iteration_rng(seed: int, iteration: int) -> np.random.Generator:
     """RNG for one iteration: depends only on (seed, iteration), so resuming is exact."""
     return np.random.default_rng([seed, iteration])
+
+
+def draw_items(rng: np.random.Generator, n_items: int, source_sizes: list[int] | None = None,
+               mix: list[float] | None = None, k: int | None = None):
+    """Indices of training items (the union of the sources, in source order).
+
+    ``mix`` None: uniform over all items. Otherwise source ``s`` is drawn with probability
+    ``mix[s] / sum(mix)`` and an item uniformly within it (empty sources drop out). ``k`` None:
+    one index (int); else ``min(k, n_items)`` distinct indices (a batch).
+    """
+    if mix is None:
+        if k is None:
+            return int(rng.integers(n_items))
+        return rng.choice(n_items, size=min(k, n_items), replace=False)
+    if source_sizes is None or len(source_sizes) != len(mix) or sum(source_sizes) != n_items:
+        raise ValueError(f"inputs.mix has {len(mix)} weights but the data has sources of sizes "
+                         f"{source_sizes}")
+    weights = np.concatenate([np.full(n, m / n) for n, m in zip(source_sizes, mix) if n])
+    weights = weights / weights.sum()
+    if k is None:
+        return int(rng.choice(n_items, p=weights))
+    return rng.choice(n_items, size=min(k, n_items), replace=False, p=weights)
 
 
 def iteration_torch_seed(seed: int, iteration: int) -> int:
@@ -274,6 +314,8 @@ class Trainer:
     @classmethod
     def validate_params(cls, p: dict) -> None:
         """Check value combinations (raise ValueError naming the param)."""
+        if p["amp"] is False:  # YAML reads a bare `off` as false
+            p["amp"] = "off"
         if p["amp"] not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"{cls.name} param amp={p['amp']!r}: use auto, off, bf16 or fp16")
         for key in ("iterations", "batch_size", "checkpoint_every", "accumulate"):
@@ -292,11 +334,28 @@ class Trainer:
         if inputs.mix is not None and inputs.train and len(inputs.mix) != len(inputs.train):
             raise ValueError(f"inputs.mix has {len(inputs.mix)} weights for {len(inputs.train)} sources")
 
+    @property
+    def mix(self) -> list[float] | None:
+        """Sampling weight of each training source (``inputs.mix``), or None for uniform."""
+        return self.inputs.mix if self.inputs is not None else None
+
+    def draw(self, data: Any, rng: np.random.Generator, k: int | None = None):
+        """Training item index (``k`` None) or ``k`` distinct ones, honouring ``inputs.mix``;
+        ``data.source_sizes`` lists how many items each source contributed."""
+        return draw_items(rng, len(data), getattr(data, "source_sizes", None), self.mix, k)
+
     def fingerprint(self) -> str:
+        """What changes what is learned (computed once per run: it hashes the training data)."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         key = {k: v for k, v in self.params.items()
                if k not in self._RUN_KEYS and k not in self.INFERENCE_KEYS}
         key |= {"seed": self.seed, "trainer": self.name,
-                "inputs": self.inputs.describe() if self.inputs else None}
+                "inputs": self.inputs.describe() if self.inputs else None,
+                "data": self.inputs.data_digest() if self.inputs else None}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ---- steps subclasses supply ---------------------------------------------------------

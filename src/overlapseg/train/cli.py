@@ -32,7 +32,7 @@ def cmd_train(args) -> None:
                              f"({', '.join(sources)}): one directory per source, in that order")
         maps = args.maps
     inputs = build_inputs(args.data, args.splits, sources, [d for _, d in args.source],
-                          args.map_variant, maps, args.mix, args.teacher)
+                          args.map_variant, maps, args.mix, args.teacher, args.pool)
     train_experiment(args.model, args.out / "model.pt", _params(args.params), args.seed, inputs,
                      args.device)
 
@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--maps", type=Path, action="append",
                    help="precomputed maps of each source, in order (default: computed on the fly)")
     p.add_argument("--teacher", type=Path, help="model.pt of a teacher, for trainers that distil")
+    p.add_argument("--pool", choices=["all", "discrete", "aggregated"], default="all",
+                   help="real training images kept: all, only discrete (isolated cells) or aggregated ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train)

@@ -58,7 +58,9 @@ class InstanceData:
 
     def __init__(self, refs: list[DataRef]):
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.source_sizes: list[int] = []  # items per source, in order (inputs.mix)
         for ref in refs:
+            before = len(self.items)
             ds = CanonicalDataset(ref.root)
             for name in ref.names if ref.names is not None else ds.names:
                 image = to_float_gray(ds.load_image(name))
@@ -68,6 +70,7 @@ class InstanceData:
                     masks.append(m)
                     labels += [cid] * len(m)
                 self.items.append((image, np.concatenate(masks), np.asarray(labels, np.int64)))
+            self.source_sizes.append(len(self.items) - before)
         if not self.items:
             raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
 
@@ -131,7 +134,7 @@ class MaskRCNNTrainer(Trainer):
         return InstanceData(refs)
 
     def sample_batch(self, data: InstanceData, rng: np.random.Generator):
-        batch = rng.choice(len(data), size=min(self.params["batch_size"], len(data)), replace=False)
+        batch = self.draw(data, rng, k=self.params["batch_size"])
         images, targets = [], []
         for idx in batch:
             image, masks, labels = data.items[idx]

@@ -33,7 +33,7 @@ from overlapseg.data.semantic import semantic_targets
 from overlapseg.models.seunet import SEUNet, build_seunet, head_names
 from overlapseg.models.sliding_window import sliding_window
 from overlapseg.models.watershed import labels_to_coco, nucleus_instances, watershed_cells
-from overlapseg.train.base import DataRef, Trainer, register
+from overlapseg.train.base import DataRef, Trainer, draw_items, register
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,9 @@ class SemanticData:
         self.with_map = map_variant is not None
         self.items: list[np.ndarray] = []
         self.names: list[str] = []
+        self.source_sizes: list[int] = []  # items per source, in order (inputs.mix)
         for ref in refs:
+            before = len(self.items)
             ds = CanonicalDataset(ref.root)
             for name in ref.names if ref.names is not None else ds.names:
                 if name not in ds.images:
@@ -120,6 +122,7 @@ class SemanticData:
                     planes.append(prob)
                 self.items.append(np.stack(planes).astype(np.float32))
                 self.names.append(name)
+            self.source_sizes.append(len(self.items) - before)
         if not self.items:
             raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
 
@@ -175,11 +178,12 @@ def augment(stack: np.ndarray, n_targets: int, rng: np.random.Generator, cfg: di
     return np.ascontiguousarray(stack)
 
 
-def sample_batch(data: SemanticData, rng: np.random.Generator, params: dict) -> np.ndarray:
-    """(B, planes, crop, crop) training batch drawn with ``rng``."""
+def sample_batch(data: SemanticData, rng: np.random.Generator, params: dict,
+                 mix: list[float] | None = None) -> np.ndarray:
+    """(B, planes, crop, crop) training batch drawn with ``rng`` (sources weighted by ``mix``)."""
     crops = []
     for _ in range(int(params["batch_size"])):
-        item = data.items[int(rng.integers(len(data)))]
+        item = data.items[draw_items(rng, len(data), data.source_sizes, mix)]
         crops.append(augment(_random_crop(item, int(params["crop"]), rng), len(data.heads), rng,
                              params["augment"]))
     return np.stack(crops)
@@ -226,12 +230,14 @@ def init_output_priors(model: SEUNet, data: SemanticData) -> dict[str, float]:
 # ----------------------------------------------------------------------------- inference
 @torch.no_grad()
 def predict_probabilities(model: SEUNet, gray: np.ndarray, params: dict,
-                          device: str = "cpu") -> dict[str, np.ndarray]:
-    """Per-head probability maps (H, W) of one grey float image (``to_float_gray`` output)."""
+                          device: str = "cpu", amp_dtype: torch.dtype | None = None
+                          ) -> dict[str, np.ndarray]:
+    """Per-head probability maps (H, W) of one grey float image (``to_float_gray`` output);
+    ``amp_dtype``: the trainer's mixed-precision policy (``Trainer.amp_dtype``), None = fp32."""
     x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None].to(device)
 
     def fn(batch):
-        with (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
+        with (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None and device.startswith("cuda")
               else nullcontext()):
             return torch.sigmoid(model(batch).float())
 
@@ -264,14 +270,15 @@ def instances_from_probabilities(probs: dict[str, np.ndarray], image_id: int,
     return results
 
 
-def validation_f1(model: SEUNet, val: SemanticData, params: dict, device: str) -> dict[str, float]:
+def validation_f1(model: SEUNet, val: SemanticData, params: dict, device: str,
+                  amp_dtype: torch.dtype | None = None) -> dict[str, float]:
     """Pixel F1 per head over the validation images (sliding window, thresholds)."""
     model.eval()
     tp = {h: 0 for h in model.heads}
     fp, fn = dict(tp), dict(tp)
     with torch.no_grad():
         for item in val.items:
-            pred = binarise(predict_probabilities(model, item[0], params, device),
+            pred = binarise(predict_probabilities(model, item[0], params, device, amp_dtype),
                             params["thresholds"])
             for k, h in enumerate(model.heads):
                 gt = item[1 + k] > 0.5
@@ -329,7 +336,7 @@ class SEUNetTrainer(Trainer):
             init_output_priors(model, data)
 
     def sample_batch(self, data: SemanticData, rng: np.random.Generator) -> torch.Tensor:
-        return torch.from_numpy(sample_batch(data, rng, self.params))
+        return torch.from_numpy(sample_batch(data, rng, self.params, self.mix))
 
     def losses(self, model: SEUNet, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         n_planes = 1 + len(self.heads)
@@ -341,9 +348,9 @@ class SEUNetTrainer(Trainer):
         return {f"loss_{h}": float(weights[h]) * v for h, v in parts.items()}
 
     def validate(self, model: SEUNet, val: SemanticData) -> dict[str, float]:
-        return validation_f1(model, val, self.params, self.device)
+        return validation_f1(model, val, self.params, self.device, self.amp_dtype())
 
     def predict_image(self, model: SEUNet, image: np.ndarray, image_id: int):
-        probs = predict_probabilities(model, image, self.params, self.device)
+        probs = predict_probabilities(model, image, self.params, self.device, self.amp_dtype())
         return instances_from_probabilities(probs, image_id, self.params), \
             binarise(probs, self.params["thresholds"])

@@ -25,7 +25,9 @@ class InstanceStacks:
     def __init__(self, refs: list[DataRef], map_variant: str | None):
         self.items: list[tuple[np.ndarray, np.ndarray]] = []
         self.with_map = map_variant is not None
+        self.source_sizes: list[int] = []  # items per source, in order (inputs.mix)
         for ref in refs:
+            before = len(self.items)
             ds = CanonicalDataset(ref.root)
             for name in ref.names if ref.names is not None else ds.names:
                 if name not in ds.images:
@@ -45,6 +47,7 @@ class InstanceStacks:
                     planes.append(prob[None])
                 self.items.append((np.concatenate(planes).astype(np.float32),
                                    np.asarray(labels, np.int64)))
+            self.source_sizes.append(len(self.items) - before)
         if not self.items:
             raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
 
@@ -93,7 +96,7 @@ class SparseSEUNetTrainer(SEUNetTrainer):
         crop = int(self.params["crop"])
         images, targets, maps = [], [], []
         for _ in range(int(self.params["batch_size"])):
-            stack, labels = data.items[int(rng.integers(len(data)))]
+            stack, labels = data.items[self.draw(data, rng)]
             n = len(labels)
             out = augment(_random_crop(stack, crop, rng), n, rng, self.params["augment"])
             masks = out[1:1 + n] > 0.5
