@@ -105,3 +105,32 @@ def test_dataset_at_scale_half_is_resampled_to_the_training_scale(tmp_path):
     assert inter / (mask | cell).sum() > 0.9
     with np.load(tmp_path / "sem" / "big.npz") as npz:
         assert npz["cytoplasm"].shape == shape
+
+
+def test_ingest_records_the_dataset_scale_and_rejects_bad_ones(tmp_path):
+    from fixtures_isbi import write_isbi_fixture
+
+    from overlapseg.data.ingest import ingest
+
+    write_isbi_fixture(tmp_path / "raw", n_images=2)
+    out = ingest("isbi2014", tmp_path / "raw", tmp_path / "data", scale=0.5)
+    assert CanonicalDataset(out).scale == 0.5
+    for bad in (0.0, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="scale must be a positive finite number"):
+            ingest("isbi2014", tmp_path / "raw", tmp_path / f"bad{bad}", scale=bad)
+
+
+def test_training_scale_survives_the_model_file(tmp_path):
+    from overlapseg.train.base import TrainInputs, load_trainers
+
+    shape = (48, 48)
+    image = np.full(shape, 220, np.uint8)
+    cell = disc(shape, 24, 24, 12)
+    image[cell] = 90
+    root = write_canonical_dataset([Sample(f"s{i}", image, [Instance(cell, "cytoplasm")]) for i in range(2)],
+                                   tmp_path / "data", info={"scale": 0.5})
+    klass = load_trainers()["seunet"]
+    params = {**klass.SMOKE_PARAMS, "iterations": 1, "checkpoint_every": 1, "threads": 1}
+    model_file = klass(params, 0, "cpu", TrainInputs([DataRef(root)])).train(tmp_path / "m")
+    trainer, _ = klass.load(model_file.parent, "cpu")
+    assert trainer.train_scale == 0.5

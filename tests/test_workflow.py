@@ -68,7 +68,7 @@ def test_two_runs_from_scratch_are_byte_identical(tmp_path):
     for rel in ["results/demo/metrics/maskrcnn.json", "results/demo/metrics/seunet_ovl.json",
                 *targets, "results/demo/splits.json", "results/demo/predictions/maskrcnn.json",
                 "results/demo/predictions/seunet_ovl.json", "results/demo/synth/ccce/annotations.json",
-                "results/demo/models/seunet_ovl/model.pt"]:
+                "results/demo/models/seunet_ovl/model.pt", "results/demo/models/maskrcnn/model.pt"]:
         a, b = (runs[0] / rel).read_bytes(), (runs[1] / rel).read_bytes()
         assert a == b, rel
     metrics = (runs[0] / "results/demo/metrics/maskrcnn.json").read_text()
@@ -80,3 +80,20 @@ def test_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_study_config_alone_builds_every_table_and_skips_missing_optional_data(tmp_path):
+    """config/study.yaml replaces config.yaml (no demo rows leak in); without Dataset.zip the
+    optional EDF dataset is skipped with a message and every named table is still built."""
+    (tmp_path / "resources" / "raw" / "isbi2014").mkdir(parents=True)
+    study = yaml.safe_load((ROOT / "config" / "study.yaml").read_text())
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(ROOT / "config" / "study.yaml"),
+                     str(ROOT / "config" / "study-cpu.yaml"))
+    out = proc.stdout + proc.stderr
+    assert "optional dataset 'isbi2014_edf' skipped" in out
+    assert "results/demo/" not in out and "isbi2014_edf/" not in out
+    for table in study["report"]["tables"]:
+        assert f"results/isbi2014/tables/study_{table}.md" in out, table
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert set(demo["report"]["tables"]) <= set(study["report"]["tables"])
+    assert set(demo["experiments"]) <= set(study["experiments"])
