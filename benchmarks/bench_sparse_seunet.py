@@ -1,11 +1,12 @@
-"""SparseSEU-Net speed on this machine against the plain SEU-Net it is built on.
+"""SparseSEU-Net speed on this machine against the plain SEU-Net it is built on and Mask R-CNN.
 
 Times one training step (forward, loss, backward, AdamW step) of
 ``overlapseg.models.sparse_seunet`` (vanilla and each variant) and of
 ``overlapseg.models.seunet.build_seunet`` (2-head, per-head BCE) at the same crop (128 px,
 batch 4, base_channels 8, depth 3), then inference images/s at 256 px (SparseSEU-Net:
 ``predict_instances``, i.e. forward + scoring + binary masks; SEU-Net: forward + sigmoid,
-the watershed not included). Batches are random overlapping discs (cells with nuclei) drawn
+the watershed not included). Mask R-CNN (R18-FPN, GroupNorm, the CPU recipe's slim heads) is
+timed on the same batch (SGD step; boxes from the masks). Batches are random overlapping discs (cells with nuclei) drawn
 with a fixed seed; no data files needed. Prints one line per measurement.
 
     python benchmarks/bench_sparse_seunet.py [--threads 1] [--steps 3] [--inst-dim 32 --mask-dim 32]
@@ -102,6 +103,32 @@ def main() -> None:
         per_image = time_steps(lambda: torch.sigmoid(seunet(t_in)), args.infer_images)
     print(f"seunet 2-head            inference {args.infer_size} px: {1 / per_image:.2f} images/s "
           "(forward + sigmoid, no watershed)", flush=True)
+
+    from overlapseg.train.maskrcnn import image_tensor, to_target
+    from overlapseg.train.base import get_trainer
+
+    slim = {"fpn_channels": 64, "mask_head_channels": 64, "box_head_dim": 256,
+            "box_batch_size_per_image": 128, "rpn_post_nms_top_n_train": 500}
+    det = get_trainer("maskrcnn")({"depth": 18, "image_size": args.crop, **slim}, 0, "cpu")
+    detector = det.build_model().train()
+    det_opt = torch.optim.SGD(detector.parameters(), lr=1e-4, momentum=0.9)
+    det_images = [image_tensor(x[i, 0].numpy()) for i in range(len(x))]
+    det_targets = [to_target(t["masks"].numpy(), t["labels"].numpy()) for t in targets]
+
+    def maskrcnn_step():
+        loss = sum(detector(det_images, det_targets).values())
+        det_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        det_opt.step()
+
+    seconds = time_steps(maskrcnn_step, args.steps)
+    print(f"maskrcnn R18 slim heads  {where}: {seconds:.3f} s/step ({seconds / base:.1f}x seunet)",
+          flush=True)
+    detector.eval()
+    with torch.no_grad():
+        t_in = [image_tensor(gray)]
+        per_image = time_steps(lambda: detector(t_in), args.infer_images)
+    print(f"maskrcnn R18 slim heads  inference {args.infer_size} px: {1 / per_image:.2f} images/s", flush=True)
 
     for name, switches in VARIANTS.items():
         extra = {k: v for k, v in (("inst_dim", args.inst_dim), ("mask_dim", args.mask_dim))

@@ -228,3 +228,35 @@ def test_fid_is_never_made_up(tmp_path):
     bogus.write_bytes(b"not a weights file")
     value, note = fid(imgs, imgs, bogus)
     assert value is None and note.startswith("not computed")
+
+
+def test_gan_report_quality_and_side_by_side_figure(tmp_path):
+    """The gan_report rule's numbers (FID "not computed" without weights, never a number) and
+    its real-vs-generated figure, for a pix2pix conditioning and a one-category generator."""
+    import json
+
+    from overlapseg.data.canonical import Instance, Sample, write_canonical_dataset
+    from overlapseg.gan.report import side_by_side_figure, write_quality
+
+    def dataset(root, shift):
+        yy, xx = np.mgrid[:48, :48]
+        samples = []
+        for i in range(2):
+            cell = (yy - 24) ** 2 + (xx - 20 - shift - i) ** 2 <= 100
+            nucleus = (yy - 24) ** 2 + (xx - 20 - shift - i) ** 2 <= 9
+            image = np.full((48, 48), 220, np.uint8)
+            image[cell], image[nucleus] = 150, 60
+            samples.append(Sample(f"{root.name}{i}", image, [Instance(cell, "cytoplasm"),
+                                                               Instance(nucleus, "nucleus", 0)]))
+        return write_canonical_dataset(samples, root)
+
+    real, fake = dataset(tmp_path / "real", 0), dataset(tmp_path / "fake", 4)
+    summary = write_quality(tmp_path / "q.json", real_dir=real, real_names=["real0", "real1"],
+                            synth_dir=fake, fid_weights=None, category="cytoplasm")
+    assert json.loads((tmp_path / "q.json").read_text()) == summary
+    assert summary["fid"] is None and summary["fid_note"].startswith("not computed")
+    assert summary["n_real"] == summary["n_generated"] == 2 and summary["intensity_distance"] >= 0
+    for condition, category in (("composite", None), ("mask", None), (None, "nucleus")):
+        png, pdf = tmp_path / f"{category}{condition}.png", tmp_path / f"{category}{condition}.pdf"
+        side_by_side_figure(real, ["real0", "real1"], fake, condition, png, pdf, n=2, category=category)
+        assert png.stat().st_size > 1000 and pdf.read_bytes().startswith(b"%PDF")
