@@ -21,9 +21,13 @@ def test_mean_and_sample_std_over_seeds_keep_the_layout():
     assert [p["id"] for p in agg["provenance"]["seeds"]] == ["a", "b", "c"]
 
 
-def test_one_seed_has_zero_spread_and_mismatch_is_an_error():
+def test_one_seed_has_no_spread_and_mismatch_is_an_error():
+    from overlapseg.report.tables import metrics_table, to_markdown
+
     agg = aggregate_seeds([{"mean": {"AP": 0.25}}], [7])
-    assert agg["mean"]["AP"] == 0.25 and agg["seed_std"]["mean"]["AP"] == 0.0
+    assert agg["mean"]["AP"] == 0.25 and agg["seed_std"] is None
+    row = to_markdown(metrics_table([agg], ["one_seed"])).splitlines()[2]
+    assert "25.00" in row and "±" not in row  # no made-up "± 0.00" for a single seed
     with pytest.raises(ValueError, match="one metrics dict per seed"):
         aggregate_seeds([{"mean": {"AP": 0.1}}], [0, 1])
     assert not math.isnan(agg["mean"]["AP"])

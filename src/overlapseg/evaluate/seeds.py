@@ -48,7 +48,8 @@ def aggregate_seeds(metrics: Sequence[dict], seeds: Sequence[int], files: Sequen
     if not metrics or len(metrics) != len(seeds):
         raise ValueError(f"need one metrics dict per seed, got {len(metrics)} for seeds {list(seeds)}")
     out = _combine(list(metrics), _mean)
-    out["seed_std"] = _combine(list(metrics), _std)
+    # one seed has no spread: no std (tables then print the value without "± 0.00")
+    out["seed_std"] = _combine(list(metrics), _std) if len(metrics) > 1 else None
     out["seeds"] = [int(s) for s in seeds]
     out["per_seed"] = list(files)
     out["provenance"] = {"seeds": [m.get("provenance") for m in metrics]}
