@@ -131,6 +131,12 @@ def synth_params(method):
     return dict(config.get("synth", {}).get(method, {}))
 
 
+def layout_params(method):
+    """A synthesis method's layout parameters without its run keys (how many images, seed):
+    what GAN generators reuse to lay out their own sets (their `n` and seed are their own)."""
+    return {k: v for k, v in synth_params(method).items() if k not in ("n", "seed")}
+
+
 # ----------------------------------------------------------------------------- GAN generators
 def coarse_to_fine_generators():
     return [name for name, gen in GENERATORS.items() if gen["model"] == "coarse_to_fine"]

@@ -44,7 +44,7 @@ rule gan_synthesize:
     params:
         n=lambda wc: GENERATORS[wc.generator]["n"],
         seed=lambda wc: GENERATORS[wc.generator].get("seed", config["seed"]),
-        copypaste=synth_params("copypaste"),
+        copypaste=layout_params("copypaste"),
         device=config["device"],
     wildcard_constraints:
         generator="|".join(GENERATORS) or "^$",
