@@ -162,3 +162,19 @@ def test_overlap_and_error_analysis_presets_read_nested_metrics():
     assert header.split(",")[1:5] == ["cytoplasm/AP", "cytoplasm/AP50", "cytoplasm/AP75",
                                       "cytoplasm w_gt_mask/AP"]
     assert row_a.split(",")[4] == "90.0" and row_b.split(",")[4] == "n/a"
+
+
+def test_a_code_change_is_not_resumed(clustered, monkeypatch):
+    """The fingerprint covers the package's code: a forced retrain after an edit starts anew."""
+    from overlapseg.train import base
+
+    data, _ = clustered
+    klass = load_trainers()["seunet"]
+
+    def fingerprint():
+        return klass(klass.SMOKE_PARAMS, 0, "cpu", TrainInputs([DataRef(data, ["img0"])])).fingerprint()
+
+    before = fingerprint()
+    assert fingerprint() == before
+    monkeypatch.setattr(base, "_CODE_DIGEST", "edited")
+    assert fingerprint() != before

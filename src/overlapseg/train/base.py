@@ -139,6 +139,24 @@ def draw_items(rng: np.random.Generator, n_items: int, source_sizes: list[int] |
     return rng.choice(n_items, size=min(k, n_items), replace=False, p=weights)
 
 
+_CODE_DIGEST: str | None = None
+
+
+def code_digest() -> str:
+    """sha256 of the overlapseg package's Python sources. Part of the checkpoint fingerprint:
+    after a code change a forced rerun (``--forcerun train``) trains anew instead of resuming
+    the final checkpoint of the old code; an interrupted job rerun on the same code resumes."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
 def iteration_torch_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration, 1]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -355,7 +373,8 @@ class Trainer:
                if k not in self._RUN_KEYS and k not in self.INFERENCE_KEYS}
         key |= {"seed": self.seed, "trainer": self.name,
                 "inputs": self.inputs.describe() if self.inputs else None,
-                "data": self.inputs.data_digest() if self.inputs else None}
+                "data": self.inputs.data_digest() if self.inputs else None,
+                "code": code_digest()}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ---- steps subclasses supply ---------------------------------------------------------
