@@ -289,33 +289,3 @@ def test_params_are_validated(batch):
     bad = [dict(t, labels=t["labels"].to(torch.int32)) for t in targets]
     with pytest.raises(ValueError, match="int64"):
         build().train()(images, bad)
-
-
-def test_drm_is_trained_on_the_detections_it_ranks_at_test_time(batch, monkeypatch):
-    """L_DRM uses the box branch on every RPN proposal (as at test time), not the sampled RoIs
-    with their added gt boxes; and it trains the DRM only (the box branch gets no gradient)."""
-    model = build()
-    heads = model.roi_heads
-    seen = {}
-    real_rpn = type(model.rpn).forward
-
-    def rpn_forward(self, *args, **kwargs):
-        boxes, losses = real_rpn(self, *args, **kwargs)
-        seen["rpn"] = [len(b) for b in boxes]
-        return boxes, losses
-
-    real_candidates = type(heads).drm_candidates
-
-    def candidates(self, class_logits, box_regression, proposals, image_shapes):
-        seen["drm"] = [len(p) for p in proposals]
-        seen["grad"] = class_logits.requires_grad
-        return real_candidates(self, class_logits, box_regression, proposals, image_shapes)
-
-    monkeypatch.setattr(type(model.rpn), "forward", rpn_forward)
-    monkeypatch.setattr(type(heads), "drm_candidates", candidates)
-    losses = train_losses(model, batch)
-    assert seen["drm"] == seen["rpn"]  # all proposals of each image, no gt boxes added
-    assert not seen["grad"]
-    losses["loss_drm"].backward()
-    assert all(p.grad is None for p in heads.box_head.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.drm.parameters())

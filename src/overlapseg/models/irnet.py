@@ -329,19 +329,6 @@ class IRNetRoIHeads(RoIHeads):
             return box_features.sum() * 0.0
         return F.binary_cross_entropy_with_logits(logits, torch.cat(labels))
 
-    def drm_training_loss(self, features, rpn_proposals: list[Tensor], image_shapes,
-                          targets: list[dict]) -> Tensor:
-        """L_DRM on the detections the DRM will rank at test time: the box branch applied to
-        all RPN proposals (no sampling, no added gt boxes), as the relation module of Hu et al.
-        is trained on the detector's output. Trained on the sampled RoIs instead, it saw a
-        quarter positives and few duplicates, and its correct probability stayed near 0.5 on
-        real detections. The box branch runs without gradient here: L_DRM trains the DRM."""
-        with torch.no_grad():
-            features_all = self.box_head(self.box_roi_pool(features, rpn_proposals, image_shapes))
-            logits_all, regression_all = self.box_predictor(features_all)
-        candidates = self.drm_candidates(logits_all, regression_all, rpn_proposals, image_shapes)
-        return self.drm_loss(features_all, candidates, targets)
-
     def drm_detections(self, box_features: Tensor, candidates):
         """Rank by class score x correct probability, then class-wise NMS (Sec. 2.2)."""
         all_boxes, all_scores, all_labels = [], [], []
@@ -371,7 +358,6 @@ class IRNetRoIHeads(RoIHeads):
         if self.training:
             self.check_targets(targets)
             self._check_targets(targets)
-            rpn_proposals = proposals  # what the DRM sees at test time (no sampling, no gt boxes)
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
@@ -382,8 +368,8 @@ class IRNetRoIHeads(RoIHeads):
             losses["loss_classifier"], losses["loss_box_reg"] = fastrcnn_loss(
                 class_logits, box_regression, labels, regression_targets)
             if self.drm is not None:
-                losses["loss_drm"] = self.alpha * self.drm_training_loss(features, rpn_proposals,
-                                                                         image_shapes, targets)
+                candidates = self.drm_candidates(class_logits, box_regression, proposals, image_shapes)
+                losses["loss_drm"] = self.alpha * self.drm_loss(box_features, candidates, targets)
             positive = [torch.where(lab > 0)[0] for lab in labels]
             mask_boxes = [p[i] for p, i in zip(proposals, positive)]
             mask_matched = [m[i] for m, i in zip(matched_idxs, positive)]
