@@ -178,3 +178,13 @@ def test_a_code_change_is_not_resumed(clustered, monkeypatch):
     assert fingerprint() == before
     monkeypatch.setattr(base, "_CODE_DIGEST", "edited")
     assert fingerprint() != before
+
+
+def test_an_image_without_instances_is_a_valid_detection_target():
+    """Generated images may hold no instance; Mask R-CNN trains on them as negatives."""
+    from overlapseg.train.maskrcnn import to_target
+
+    target = to_target(np.zeros((0, 32, 40), bool), np.zeros(0, np.int64))
+    assert target["boxes"].shape == (0, 4) and target["masks"].shape == (0, 32, 40)
+    target = to_target(np.stack([disc((32, 40), 10, 10, 4), np.zeros((32, 40), bool)]), np.array([1, 2]))
+    assert target["boxes"].tolist() == [[6.0, 6.0, 15.0, 15.0]] and target["labels"].tolist() == [1]

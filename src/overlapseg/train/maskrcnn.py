@@ -97,7 +97,7 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, cfg:
 
 
 def to_target(masks: np.ndarray, labels: np.ndarray) -> dict:
-    keep = masks.reshape(len(masks), -1).any(axis=1)
+    keep = masks.any(axis=(1, 2))  # (an image may hold no instance: a generated one, say)
     masks, labels = masks[keep], labels[keep]
     boxes = np.zeros((len(masks), 4), np.float32)
     for k, m in enumerate(masks):
