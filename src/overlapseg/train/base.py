@@ -320,6 +320,7 @@ class Trainer:
         self.experiment = "?"  # the model folder's name, set by train()/load()
         self.for_inference = False  # load(): weights come from model.pt, not a pretrained file
         self.train_scale = 1.0  # pixel scale of the training data (set by train()/load())
+        self._fingerprint: str | None = None  # computed once: it hashes data and code
         self.check_inputs(inputs)
 
     # ---- params ------------------------------------------------------------------------
@@ -364,7 +365,7 @@ class Trainer:
 
     def fingerprint(self) -> str:
         """What changes what is learned (computed once per run: it hashes the training data)."""
-        if getattr(self, "_fingerprint", None) is None:
+        if self._fingerprint is None:
             self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
 
