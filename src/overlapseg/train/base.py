@@ -671,7 +671,15 @@ class Trainer:
 
 
 def get_trainer(name: str) -> type[Trainer]:
-    load_trainers()
+    """The trainer registered as ``name``. A module named like the trainer is imported alone,
+    so a SEU-Net job does not pay for importing torchvision (~2 s per Snakemake job)."""
+    import importlib.util
+
+    module = f"{__package__}.{name}"
+    if name not in TRAINERS and importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)
+    if name not in TRAINERS:
+        load_trainers()
     if name not in TRAINERS:
         raise ValueError(f"unknown model type {name!r}; known: {', '.join(sorted(TRAINERS))}")
     return TRAINERS[name]
