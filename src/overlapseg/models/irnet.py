@@ -440,4 +440,5 @@ def build_irnet(p: dict, pretrained: bool = True) -> MaskRCNN:
                           box_head_dim=p["box_head_dim"],
                           box_batch_size_per_image=p["box_batch_size_per_image"],
                           rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"],
+                          detections_per_image=p.get("detections_per_image", 100),
                           roi_heads=irnet_roi_heads(p))

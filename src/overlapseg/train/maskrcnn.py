@@ -49,6 +49,9 @@ MASKRCNN_DEFAULTS = {
     "box_head_dim": 1024,
     "box_batch_size_per_image": 512,
     "rpn_post_nms_top_n_train": 2000,
+    # detections kept per image (torchvision's 100); every one runs the mask head(s), so a
+    # from-scratch model scoring everything alike pays for all of them at inference
+    "detections_per_image": 100,
 }
 
 
@@ -215,4 +218,5 @@ def build_from_params(p: dict, pretrained: bool, **kwargs):
                           fpn_channels=p["fpn_channels"], mask_head_channels=p["mask_head_channels"],
                           box_head_dim=p["box_head_dim"],
                           box_batch_size_per_image=p["box_batch_size_per_image"],
-                          rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"], **kwargs)
+                          rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"],
+                          detections_per_image=p["detections_per_image"], **kwargs)
