@@ -64,3 +64,17 @@ def test_cli_demo(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "raw"), "--n", "2", "--size", "96"]) == 0
     assert (tmp_path / "raw" / "isbi_train.mat").is_file()
     assert (tmp_path / "raw" / "isbi_train_GT.mat").is_file()
+
+
+def test_raw_files_are_byte_identical_across_writes(tmp_path, monkeypatch):
+    """savemat stamps the creation time into the header; the demo's raw files must not differ
+    between two renders (their sha256 is part of every audit chain)."""
+    import time
+
+    write_demo_isbi(tmp_path / "a", CFG)
+    later = time.time() + 3600  # a header written an hour later
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "asctime", lambda *a: time.ctime(later))
+    write_demo_isbi(tmp_path / "b", CFG)
+    for name in ("isbi_train.mat", "isbi_train_GT.mat"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
