@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 TINY = {"depth": 18, "image_size": 64, "anchor_sizes": [16, 32, 64, 128, 256],
         "pretrained_backbone": None, "fpn_channels": 16, "mask_head_channels": 16,
         "box_head_dim": 32, "box_batch_size_per_image": 32, "rpn_post_nms_top_n_train": 100,
-        "drm_top_n": 100}
+        "detections_per_image": 100, "drm_top_n": 100}
 BASE_LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
 
 

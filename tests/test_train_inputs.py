@@ -188,3 +188,15 @@ def test_an_image_without_instances_is_a_valid_detection_target():
     assert target["boxes"].shape == (0, 4) and target["masks"].shape == (0, 32, 40)
     target = to_target(np.stack([disc((32, 40), 10, 10, 4), np.zeros((32, 40), bool)]), np.array([1, 2]))
     assert target["boxes"].tolist() == [[6.0, 6.0, 15.0, 15.0]] and target["labels"].tolist() == [1]
+
+
+def test_detections_per_image_reaches_every_mask_rcnn_family_model():
+    """The cap on kept detections (each one runs the mask heads at inference) is a model param."""
+    from overlapseg.train.base import get_trainer
+
+    for name in ("maskrcnn", "irnet", "donet"):
+        klass = get_trainer(name)
+        trainer = klass({**klass.SMOKE_PARAMS, "detections_per_image": 7}, 0, "cpu")
+        model = trainer.build_model()
+        heads = [m for m in model.modules() if hasattr(m, "detections_per_img")]
+        assert heads and all(h.detections_per_img == 7 for h in heads), name

@@ -65,7 +65,7 @@ IRNET_ABLATIONS = {
 
 _MASKRCNN_KEYS = ("depth", "image_size", "anchor_sizes", "pretrained_backbone", "fpn_channels",
                   "mask_head_channels", "box_head_dim", "box_batch_size_per_image",
-                  "rpn_post_nms_top_n_train")
+                  "rpn_post_nms_top_n_train", "detections_per_image")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -440,5 +440,5 @@ def build_irnet(p: dict, pretrained: bool = True) -> MaskRCNN:
                           box_head_dim=p["box_head_dim"],
                           box_batch_size_per_image=p["box_batch_size_per_image"],
                           rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"],
-                          detections_per_image=p.get("detections_per_image", 100),
+                          detections_per_image=p["detections_per_image"],
                           roi_heads=irnet_roi_heads(p))
