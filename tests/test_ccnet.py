@@ -249,3 +249,68 @@ def test_bad_inputs_raise_value_errors():
         model(images, [{**targets[0], "labels": torch.tensor([1, 3, 1, 1])}, targets[1]])
     with pytest.raises(ValueError, match="lacks"):
         model(images, [{"boxes": targets[0]["boxes"]}, targets[1]])
+
+
+def _lone_keypoint_maps(keep_type: int):
+    """Target maps of BOXES with every heatmap channel but ``keep_type`` cleared."""
+    t = kp.keypoint_targets(BOXES, LABELS, 2, (16, 16), 4, radius=2)
+    heat = torch.zeros_like(t["heatmap"])
+    heat[:, keep_type] = t["heatmap"][:, keep_type]
+    return heat, t["offset"], t["displacement"]
+
+
+@pytest.mark.parametrize("keep_type", [4, 0])  # a lone centre, a lone top-left corner
+def test_lone_keypoints_are_boxed_from_their_displacements_only_when_completing(keep_type):
+    heat, offset, displacement = _lone_keypoint_maps(keep_type)
+    strict = kp.decode_boxes(heat, offset, displacement, 4, 2, 0.3, 1.0, 300, complete=False)
+    assert len(strict[0]) == 0  # the paper's 2-5 rule: one keypoint is no box
+    boxes, scores, labels = kp.decode_boxes(heat, offset, displacement, 4, 2, 0.3, 1.0, 300,
+                                            complete=True)
+    keep = kp.diou_nms(boxes, scores, labels, 0.5)
+    got = sorted(zip(boxes[keep].tolist(), labels[keep].tolist()))
+    want = sorted(zip(BOXES.tolist(), LABELS.tolist()))
+    assert [lab for _, lab in got] == [lab for _, lab in want]
+    assert torch.allclose(torch.tensor([b for b, _ in got]), torch.tensor([b for b, _ in want]), atol=1e-4)
+    # one of five keypoints supported (its vote clipped to 1): at most a fifth of a full box's
+    # score, less where the image border cuts the keypoint's disc (the corner of box 0)
+    assert ((scores[keep] > 0) & (scores[keep] <= 0.2 + 1e-6)).all()
+    if keep_type == 4:  # centres lie inside the image: full discs
+        assert torch.allclose(scores[keep], torch.full((len(keep),), 0.2), atol=1e-5)
+
+
+def test_completion_leaves_boxes_the_strict_rule_forms_unchanged():
+    t = kp.keypoint_targets(BOXES, LABELS, 2, (16, 16), 4, radius=2)
+    args = (t["heatmap"], t["offset"], t["displacement"], 4, 2, 0.3, 1.0, 300)
+    for a, b in zip(kp.decode_boxes(*args, complete=False), kp.decode_boxes(*args, complete=True)):
+        assert torch.equal(a, b)
+
+
+def test_complete_groups_averages_the_members_predictions():
+    xy = torch.tensor([[1.0, 1.0], [9.0, 9.0]])
+    partners = torch.full((2, 5, 2), math.nan)
+    partners[0, 4] = torch.tensor([5.0, 5.0])  # keypoint 0 (top-left) says the centre is at (5, 5)
+    partners[1, 4] = torch.tensor([5.0, 7.0])  # keypoint 1 (bottom-right) says (5, 7)
+    groups = torch.tensor([[0, -1, -1, 1, -1]])
+    points, known = kp.complete_groups(groups, partners, xy, groups >= 0)
+    assert known.tolist() == [[True, False, False, True, True]]
+    assert torch.allclose(points[0, 4], torch.tensor([5.0, 6.0]))
+    assert torch.equal(points[0, [0, 3]], xy)
+
+
+def test_decoding_keys_are_inference_only(tmp_path):
+    """Thresholds and box completion re-decode a trained model: no retraining, no new fingerprint."""
+    from overlapseg.train.base import MODEL_FORMAT, get_trainer
+
+    klass = get_trainer("ccnet")
+    assert {"heatmap_threshold", "complete_boxes", "score_threshold"} <= set(klass.INFERENCE_KEYS)
+    assert klass.DEFAULTS["score_threshold"] == 0.0 and klass.DEFAULTS["complete_boxes"] is True
+    base = klass(klass.SMOKE_PARAMS)
+    redecoded = klass({**klass.SMOKE_PARAMS, "heatmap_threshold": 0.5, "complete_boxes": False})
+    retrained = klass({**klass.SMOKE_PARAMS, "radius": 3})
+    assert base.fingerprint() == redecoded.fingerprint() != retrained.fingerprint()
+    model = redecoded.build_model()
+    assert model.kd.heatmap_threshold == 0.5 and model.kd.complete_boxes is False
+    torch.save({"format": MODEL_FORMAT, "trainer": "ccnet", "params": base.params, "seed": 0,
+                "state_dict": base.build_model().state_dict()}, tmp_path / "model.pt")
+    _, loaded = klass.load(tmp_path, params={"complete_boxes": False, "radius": 9})
+    assert loaded.kd.complete_boxes is False and loaded.kd.radius == base.params["radius"]

@@ -251,15 +251,43 @@ def diou_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     return order[torch.from_numpy(keep).to(order.device)]
 
 
+def complete_groups(groups: torch.Tensor, partners: torch.Tensor, xy: torch.Tensor,
+                    present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints a group lacks, placed where its members' displacements point (mean over members).
+
+    ``groups`` (G, 5) keypoint indices (-1 missing), ``partners`` (M, 5, 2) predicted partner
+    positions per keypoint, ``xy`` (M, 2) keypoint positions, ``present`` (G, 5). Returns the
+    completed (G, 5, 2) positions and the (G, 5) mask of types known afterwards (a type no
+    member predicts stays missing).
+    """
+    member = groups.clamp(min=0)
+    predicted = partners[member]  # (G, 5 members, 5 types, 2)
+    weight = present[:, :, None, None].to(predicted.dtype)
+    finite = torch.isfinite(predicted) & (weight > 0)
+    total = torch.where(finite, predicted, 0).sum(1)
+    count = finite.sum(1)
+    estimate = total / count.clamp_min(1)
+    known = present | (count[..., 0] > 0)
+    points = torch.where(present[..., None], xy[member], estimate)
+    return points, known
+
+
 def decode_boxes(heatmap: torch.Tensor, offset: torch.Tensor, displacement: torch.Tensor,
                  stride: int, radius: float, threshold: float, tolerance: float,
-                 max_keypoints: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 max_keypoints: int, complete: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KD maps of one image -> candidate boxes (image px), scores and labels (1-based), before NMS.
 
     ``heatmap`` (C, 5, H, W) probabilities, ``offset`` (C, 5, 2, H, W) and ``displacement``
     (C, 20, 2, H, W) in cells. A box's score is the mean, over its five implied keypoints, of
     the score of the block holding each (clipped to [0, 1]): boxes whose grouping missed a keypoint that the
     map still supports keep a high score, boxes with unsupported corners are ranked down.
+
+    ``complete=False`` is the paper's rule: a box needs 2-5 consistent detected keypoints.
+    ``complete=True`` also boxes a group the rule rejects (a lone keypoint, or two on one
+    side) from where its members' displacements place the missing keypoints
+    (:func:`complete_groups`). Cytoplasm box corners lie off the cell, far from image
+    evidence, and are the last keypoints a detector learns; its centre and displacements
+    come much earlier, so this keeps large cells detectable on short budgets.
     """
     num_classes = heatmap.shape[0]
     score, position = hough_score_map(heatmap.flatten(0, 1), offset.flatten(0, 1), radius)
@@ -280,6 +308,11 @@ def decode_boxes(heatmap: torch.Tensor, offset: torch.Tensor, displacement: torc
     present = groups >= 0
     points = xy[groups.clamp(min=0)] * stride
     boxes, valid = keypoints_to_boxes(points, present)
+    if complete and not valid.all():
+        filled, known = complete_groups(groups, partners, xy, present)
+        more, more_valid = keypoints_to_boxes(filled * stride, known)
+        boxes = torch.where(valid[:, None], boxes, more)
+        valid = valid | more_valid
     labels = classes[groups.max(1).values.clamp(min=0)]
     boxes, labels = boxes[valid], labels[valid]
     if not len(boxes):

@@ -13,7 +13,12 @@ from overlapseg.train.maskrcnn import DETECTION_DEFAULTS, MaskRCNNTrainer
 
 @register("ccnet")
 class CCNetTrainer(MaskRCNNTrainer):
-    DEFAULTS = {**DETECTION_DEFAULTS, **CC_DEFAULTS}
+    # box scores are mean Hough votes (low while cytoplasm corners are weak): keep all boxes
+    DEFAULTS = {**DETECTION_DEFAULTS, **CC_DEFAULTS, "score_threshold": 0.0}
+    # decoding only: a trained model can be re-decoded without retraining
+    INFERENCE_KEYS = MaskRCNNTrainer.INFERENCE_KEYS + (
+        "heatmap_threshold", "group_tolerance", "max_keypoints", "nms_threshold",
+        "detections_per_image", "min_box_size", "complete_boxes")
     SMOKE_PARAMS = {"image_size": 48, "width": 8, "kd_channels": 8, "mask_channels": 8,
                     "batch_size": 2, "warmup": 1}
 
