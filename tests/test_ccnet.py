@@ -6,7 +6,7 @@ import torchvision
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.ccnet import (CC_DEFAULTS, LOSS_NAMES, CoordinateAttention, boundary_targets,
-                                     build_ccnet)
+                                     build_ccnet, expand_boxes, mask_boxes)
 
 torch.set_num_threads(1)
 
@@ -314,3 +314,36 @@ def test_decoding_keys_are_inference_only(tmp_path):
                 "state_dict": base.build_model().state_dict()}, tmp_path / "model.pt")
     _, loaded = klass.load(tmp_path, params={"complete_boxes": False, "radius": 9})
     assert loaded.kd.complete_boxes is False and loaded.kd.radius == base.params["radius"]
+
+
+def test_expand_boxes_about_their_centres_within_the_image():
+    boxes = torch.tensor([[10.0, 10, 30, 20], [0, 0, 10, 10]])
+    out = expand_boxes(boxes, torch.tensor([1.2, 2.0]), (40, 50))
+    assert torch.allclose(out, torch.tensor([[8.0, 9, 32, 21], [0, 0, 15, 15]]))
+    assert torch.equal(expand_boxes(boxes, 1.0, (40, 50)), boxes)
+
+
+def test_mask_boxes_are_the_tight_boxes_of_the_roi_masks():
+    masks = torch.zeros(2, 4, 4)
+    masks[0, 1:3, 0:2] = 0.9  # rows 1-2, columns 0-1 of a 4x4 grid over a 40 px box
+    boxes = torch.tensor([[0.0, 0, 40, 40], [5, 5, 9, 9]])
+    out = mask_boxes(masks, boxes)
+    assert torch.allclose(out[0], torch.tensor([0.0, 10, 20, 30]))
+    assert torch.equal(out[1], boxes[1])  # empty mask: box kept
+
+
+def test_box_expansion_and_mask_refits_apply_per_class():
+    torch.manual_seed(0)
+    model = build_ccnet({**TINY, "box_expand": [1.5, 1.0], "mask_refits": [1, 0]}).eval()
+    feats = {str(i): torch.randn(1, TINY["width"], 16 // 2 ** i, 16 // 2 ** i) for i in range(4)}
+    torch.nn.init.constant_(model.cacs.mask_branch[-1].bias, 5.0)  # every mask cell on
+    boxes = torch.tensor([[20.0, 20, 40, 40], [22, 22, 30, 30]])
+    out, _ = model.cacs(feats, [{"boxes": boxes, "labels": torch.tensor([1, 2]), "scores": torch.ones(2)}],
+                        [(64, 64)])
+    # cytoplasm: expanded by 1.5, then refit to its (full) mask = the expanded box; nucleus unchanged
+    assert torch.allclose(out[0]["boxes"], torch.tensor([[15.0, 15, 45, 45], [22, 22, 30, 30]]))
+    assert out[0]["masks"].shape == (2, 1, 2 * TINY["roi_size"], 2 * TINY["roi_size"])
+    with pytest.raises(ValueError, match="box_expand"):
+        build_ccnet({**TINY, "box_expand": [1.2, 1.0, 1.0]})
+    with pytest.raises(ValueError, match="box_expand"):
+        build_ccnet({**TINY, "box_expand": 0.5})

@@ -73,6 +73,10 @@ CC_DEFAULTS = {
     "detections_per_image": 100,
     "min_box_size": 2.0,  # px: smaller decoded boxes are dropped
     "complete_boxes": True,  # box lone keypoints from their displacements (false: paper's 2-5 rule)
+    # inference, per class (cytoplasm, nucleus): KD boxes scaled about their centres before CACS,
+    # then CACS rerun this many times in the tight box of its own mask (ISBI val choice)
+    "box_expand": [1.2, 1.0],
+    "mask_refits": [1, 0],
     "cac": True,  # contour attention constraint module (paper's Table 3 ablation)
     "boundary_start": 0.5,  # fraction of training after which the boundary branch trains
     "roi_size": 14,  # RoIAlign output; masks are predicted at twice this size
@@ -267,6 +271,44 @@ class _MaskBranch(nn.Sequential):
                          nn.Conv2d(channels, num_classes + 1, 1))  # channel 0 unused (torchvision)
 
 
+def _per_class(name: str, value, num_classes: int, kind) -> list:
+    """A per-class setting from one value or a list of ``num_classes`` values."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * num_classes
+    if len(values) != num_classes:
+        raise ValueError(f"{name} needs one value or {num_classes} (one per class), got {value!r}")
+    return [kind(v) for v in values]
+
+
+def expand_boxes(boxes: torch.Tensor, factor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes scaled by ``factor`` (a number or one per box) about their centres, clipped to the (H, W) image."""
+    factor = torch.as_tensor(factor, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1)
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
+    h, w = image_size
+    limit = boxes.new_tensor([w, h, w, h])
+    return torch.minimum(torch.cat([centre - half, centre + half], 1).clamp_min(0), limit)
+
+
+def mask_boxes(masks: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Tight boxes (image px) of RoI mask probabilities (N, M, M) predicted in ``boxes`` (N, 4).
+
+    Mask cell (i, j) covers the box's i-th of M rows and j-th of M columns; a box whose mask
+    is empty is kept as it is.
+    """
+    if not len(boxes):
+        return boxes
+    m = masks.shape[-1]
+    on = masks >= threshold
+    rows, cols = on.any(2), on.any(1)  # (N, M)
+    index = torch.arange(m, device=masks.device)
+    first = lambda a: torch.where(a, index, m).min(1).values
+    last = lambda a: torch.where(a, index, -1).max(1).values + 1
+    x0, y0, x1, y1 = (v.to(boxes.dtype) / m for v in (first(cols), first(rows), last(cols), last(rows)))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    tight = torch.stack([boxes[:, 0] + x0 * w, boxes[:, 1] + y0 * h,
+                         boxes[:, 0] + x1 * w, boxes[:, 1] + y1 * h], 1)
+    return torch.where(rows.any(1)[:, None], tight, boxes)
+
+
 def boundary_targets(masks: torch.Tensor, width: int) -> torch.Tensor:
     """Inner contour of binary RoI masks (R, M, M): pixels within ``width`` of the outside.
 
@@ -295,10 +337,14 @@ class CACSHeads(nn.Module):
     def __init__(self, width: int, mask_channels: int = 64, roi_size: int = 14, cac: bool = True,
                  ca_reduction: int = 8, boundary_width: int = 1, boundary_start: float = 0.5,
                  rois_per_image: int = 64, mask_weight: float = 1.0, boundary_weight: float = 1.0,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int = NUM_CLASSES, box_expand=1.0, mask_refits=0):
         super().__init__()
         if not 0 <= boundary_start <= 1:
             raise ValueError(f"boundary_start must lie in [0, 1], got {boundary_start}")
+        self.box_expand = _per_class("box_expand", box_expand, num_classes, float)
+        self.mask_refits = _per_class("mask_refits", mask_refits, num_classes, int)
+        if min(self.box_expand) < 1 or min(self.mask_refits) < 0:
+            raise ValueError(f"box_expand must be >= 1 and mask_refits >= 0, got {box_expand}, {mask_refits}")
         self.fuse = _conv_gn_relu(4 * width, mask_channels)
         self.attention = CoordinateAttention(mask_channels, ca_reduction) if cac else None
         self.mask_branch = _MaskBranch(mask_channels, mask_channels, num_classes)
@@ -323,13 +369,22 @@ class CACSHeads(nn.Module):
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
             return [], self.losses(features, targets)
-        boxes = [p["boxes"] for p in proposals]
+        labels = [p["labels"] for p in proposals]
+        expand = [torch.tensor(self.box_expand, dtype=p["boxes"].dtype)[lab.cpu() - 1].to(lab.device)
+                  for p, lab in zip(proposals, labels)]
+        boxes = [expand_boxes(p["boxes"], f, size) for p, f, size in zip(proposals, expand, image_shapes)]
         if sum(len(b) for b in boxes) == 0:
             masks = [b.new_zeros(0, 1, 2 * self.roi_size, 2 * self.roi_size) for b in boxes]
         else:
-            logits = self.mask_branch(self.roi_features(features, boxes))
-            masks = maskrcnn_inference(logits, [p["labels"] for p in proposals])
-        return [{**p, "masks": m} for p, m in zip(proposals, masks)], {}
+            masks = maskrcnn_inference(self.mask_branch(self.roi_features(features, boxes)), labels)
+            refits = [torch.tensor(self.mask_refits)[lab.cpu() - 1].to(lab.device) for lab in labels]
+            for i in range(max(self.mask_refits)):
+                boxes = [torch.where((r > i)[:, None], mask_boxes(m[:, 0], b), b)
+                         for m, b, r in zip(masks, boxes, refits)]
+                again = maskrcnn_inference(self.mask_branch(self.roi_features(features, boxes)), labels)
+                masks = [torch.where((r > i)[:, None, None, None], m2, m)
+                         for m, m2, r in zip(masks, again, refits)]
+        return [{**p, "boxes": b, "masks": m} for p, b, m in zip(proposals, boxes, masks)], {}
 
     def losses(self, features, targets) -> dict[str, torch.Tensor]:
         boxes, labels, masks, picks = [], [], [], []
@@ -436,7 +491,8 @@ def build_ccnet(p: dict | None = None) -> CCNet:
                           complete_boxes=p["complete_boxes"])
     cacs = CACSHeads(p["width"], p["mask_channels"], p["roi_size"], p["cac"], p["ca_reduction"],
                      p["boundary_width"], p["boundary_start"], p["mask_rois_per_image"],
-                     p["mask_weight"], p["boundary_weight"])
+                     p["mask_weight"], p["boundary_weight"], box_expand=p["box_expand"],
+                     mask_refits=p["mask_refits"])
     # grey replicated to 3 channels: no ImageNet colour statistics (as the Mask R-CNN builder)
     # normalise and pad like torchvision but keep the pixel scale (overlapseg.models.scale)
     transform = native_transform(GeneralizedRCNNTransform(p["image_size"], p["image_size"],
