@@ -6,7 +6,7 @@ import torchvision
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.ccnet import (CC_DEFAULTS, LOSS_NAMES, CoordinateAttention, boundary_targets,
-                                     build_ccnet, expand_boxes, mask_boxes)
+                                     build_ccnet, mask_boxes)
 
 torch.set_num_threads(1)
 
@@ -316,13 +316,6 @@ def test_decoding_keys_are_inference_only(tmp_path):
     assert loaded.kd.complete_boxes is False and loaded.kd.radius == base.params["radius"]
 
 
-def test_expand_boxes_about_their_centres_within_the_image():
-    boxes = torch.tensor([[10.0, 10, 30, 20], [0, 0, 10, 10]])
-    out = expand_boxes(boxes, torch.tensor([1.2, 2.0]), (40, 50))
-    assert torch.allclose(out, torch.tensor([[8.0, 9, 32, 21], [0, 0, 15, 15]]))
-    assert torch.equal(expand_boxes(boxes, 1.0, (40, 50)), boxes)
-
-
 def test_mask_boxes_are_the_tight_boxes_of_the_roi_masks():
     masks = torch.zeros(2, 4, 4)
     masks[0, 1:3, 0:2] = 0.9  # rows 1-2, columns 0-1 of a 4x4 grid over a 40 px box
@@ -337,12 +330,20 @@ def test_box_expansion_and_mask_refits_apply_per_class():
     model = build_ccnet({**TINY, "box_expand": [1.5, 1.0], "mask_refits": [1, 0]}).eval()
     feats = {str(i): torch.randn(1, TINY["width"], 16 // 2 ** i, 16 // 2 ** i) for i in range(4)}
     torch.nn.init.constant_(model.cacs.mask_branch[-1].bias, 5.0)  # every mask cell on
-    boxes = torch.tensor([[20.0, 20, 40, 40], [22, 22, 30, 30]])
-    out, _ = model.cacs(feats, [{"boxes": boxes, "labels": torch.tensor([1, 2]), "scores": torch.ones(2)}],
+    boxes = torch.tensor([[20.0, 20, 40, 40], [22, 22, 30, 30], [50, 2, 62, 12]])
+    segmented, masks = [], model.cacs.masks
+    model.cacs.masks = lambda f, b, lab: segmented.append(lab[0].tolist()) or masks(f, b, lab)
+    out, _ = model.cacs(feats, [{"boxes": boxes, "labels": torch.tensor([1, 2, 1]), "scores": torch.ones(3)}],
                         [(64, 64)])
-    # cytoplasm: expanded by 1.5, then refit to its (full) mask = the expanded box; nucleus unchanged
-    assert torch.allclose(out[0]["boxes"], torch.tensor([[15.0, 15, 45, 45], [22, 22, 30, 30]]))
-    assert out[0]["masks"].shape == (2, 1, 2 * TINY["roi_size"], 2 * TINY["roi_size"])
+    # cytoplasm: expanded by 1.5 about the centre (clipped to the 64 px image), then refit to its
+    # (full) mask, i.e. the expanded box; the nucleus keeps its box
+    assert torch.allclose(out[0]["boxes"], torch.tensor([[15.0, 15, 45, 45], [22, 22, 30, 30], [47, 0, 64, 14.5]]))
+    assert out[0]["masks"].shape == (3, 1, 2 * TINY["roi_size"], 2 * TINY["roi_size"])
+    assert segmented == [[1, 2, 1], [1, 1]]  # every box once, then the cytoplasm boxes again
+    # no image, or no box: empty outputs of the right shapes
+    empty, _ = model.cacs(feats, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                                   "scores": torch.zeros(0)}], [(64, 64)])
+    assert empty[0]["boxes"].shape == (0, 4) and empty[0]["masks"].shape[0] == 0
     with pytest.raises(ValueError, match="box_expand"):
         build_ccnet({**TINY, "box_expand": [1.2, 1.0, 1.0]})
     with pytest.raises(ValueError, match="box_expand"):

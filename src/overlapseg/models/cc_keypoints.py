@@ -261,12 +261,10 @@ def complete_groups(groups: torch.Tensor, partners: torch.Tensor, xy: torch.Tens
     member predicts stays missing).
     """
     member = groups.clamp(min=0)
-    predicted = partners[member]  # (G, 5 members, 5 types, 2)
-    weight = present[:, :, None, None].to(predicted.dtype)
-    finite = torch.isfinite(predicted) & (weight > 0)
-    total = torch.where(finite, predicted, 0).sum(1)
-    count = finite.sum(1)
-    estimate = total / count.clamp_min(1)
+    predicted = partners[member]  # (G, 5 members, 5 types, 2); NaN: a keypoint's own type
+    usable = torch.isfinite(predicted) & present[:, :, None, None]
+    count = usable.sum(1)
+    estimate = torch.where(usable, predicted, 0).sum(1) / count.clamp_min(1)
     known = present | (count[..., 0] > 0)
     points = torch.where(present[..., None], xy[member], estimate)
     return points, known

@@ -52,12 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.roi_heads import (maskrcnn_inference, maskrcnn_loss,
+from torchvision.models.detection.roi_heads import (expand_boxes, maskrcnn_inference, maskrcnn_loss,
                                                     project_masks_on_boxes)
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from overlapseg.models.scale import native_transform
-from torchvision.ops import roi_align
+from torchvision.ops import clip_boxes_to_image, roi_align
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.maskrcnn import group_norm, resnet_fpn
@@ -285,15 +285,6 @@ def _per_class(name: str, value, num_classes: int, kind) -> list:
     return [kind(v) for v in values]
 
 
-def expand_boxes(boxes: torch.Tensor, factor, image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes scaled by ``factor`` (a number or one per box) about their centres, clipped to the (H, W) image."""
-    factor = torch.as_tensor(factor, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1)
-    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
-    h, w = image_size
-    limit = boxes.new_tensor([w, h, w, h])
-    return torch.minimum(torch.cat([centre - half, centre + half], 1).clamp_min(0), limit)
-
-
 def mask_boxes(masks: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Tight boxes (image px) of RoI mask probabilities (N, M, M) predicted in ``boxes`` (N, 4).
 
@@ -347,10 +338,13 @@ class CACSHeads(nn.Module):
         super().__init__()
         if not 0 <= boundary_start <= 1:
             raise ValueError(f"boundary_start must lie in [0, 1], got {boundary_start}")
-        self.box_expand = _per_class("box_expand", box_expand, num_classes, float)
-        self.mask_refits = _per_class("mask_refits", mask_refits, num_classes, int)
-        if min(self.box_expand) < 1 or min(self.mask_refits) < 0:
+        expand = _per_class("box_expand", box_expand, num_classes, float)
+        refits = _per_class("mask_refits", mask_refits, num_classes, int)
+        if min(expand) < 1 or min(refits) < 0:
             raise ValueError(f"box_expand must be >= 1 and mask_refits >= 0, got {box_expand}, {mask_refits}")
+        # per class, indexed by label - 1; not persistent: inference settings, not weights
+        self.register_buffer("box_expand", torch.tensor(expand), persistent=False)
+        self.register_buffer("mask_refits", torch.tensor(refits), persistent=False)
         self.fuse = _conv_gn_relu(4 * width, mask_channels)
         self.attention = CoordinateAttention(mask_channels, ca_reduction) if cac else None
         self.mask_branch = _MaskBranch(mask_channels, mask_channels, num_classes)
@@ -376,21 +370,22 @@ class CACSHeads(nn.Module):
         if self.training:
             return [], self.losses(features, targets)
         labels = [p["labels"] for p in proposals]
-        expand = [torch.tensor(self.box_expand, dtype=p["boxes"].dtype)[lab.cpu() - 1].to(lab.device)
-                  for p, lab in zip(proposals, labels)]
-        boxes = [expand_boxes(p["boxes"], f, size) for p, f, size in zip(proposals, expand, image_shapes)]
-        if sum(len(b) for b in boxes) == 0:
-            masks = [b.new_zeros(0, 1, 2 * self.roi_size, 2 * self.roi_size) for b in boxes]
-        else:
-            masks = maskrcnn_inference(self.mask_branch(self.roi_features(features, boxes)), labels)
-            refits = [torch.tensor(self.mask_refits)[lab.cpu() - 1].to(lab.device) for lab in labels]
-            for i in range(max(self.mask_refits)):
-                boxes = [torch.where((r > i)[:, None], mask_boxes(m[:, 0], b), b)
-                         for m, b, r in zip(masks, boxes, refits)]
-                again = maskrcnn_inference(self.mask_branch(self.roi_features(features, boxes)), labels)
-                masks = [torch.where((r > i)[:, None, None, None], m2, m)
-                         for m, m2, r in zip(masks, again, refits)]
+        boxes = [clip_boxes_to_image(expand_boxes(p["boxes"], self.box_expand[lab - 1]), size)
+                 for p, lab, size in zip(proposals, labels, image_shapes)]
+        masks = self.masks(features, boxes, labels)
+        for step in range(int(self.mask_refits.max())):
+            # refit only the boxes of classes with refits left; the others keep box and mask
+            todo = [self.mask_refits[lab - 1] > step for lab in labels]
+            boxes = [b.index_put((t,), mask_boxes(m[t, 0], b[t])) for b, m, t in zip(boxes, masks, todo)]
+            again = self.masks(features, [b[t] for b, t in zip(boxes, todo)], [lab[t] for lab, t in zip(labels, todo)])
+            masks = [m.index_put((t,), m2) for m, m2, t in zip(masks, again, todo)]
         return [{**p, "boxes": b, "masks": m} for p, b, m in zip(proposals, boxes, masks)], {}
+
+    def masks(self, features, boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Mask probabilities (N, 1, M, M) of each image's boxes, in their own class channel."""
+        if sum(len(b) for b in boxes) == 0:
+            return [b.new_zeros(0, 1, 2 * self.roi_size, 2 * self.roi_size) for b in boxes]
+        return maskrcnn_inference(self.mask_branch(self.roi_features(features, boxes)), labels)
 
     def losses(self, features, targets) -> dict[str, torch.Tensor]:
         boxes, labels, masks, picks = [], [], [], []
