@@ -56,3 +56,21 @@ def test_seeds_expand_into_runs_and_an_aggregate_in_the_dag(tmp_path):
                    "results/demo/models/maskrcnn_seed1/model.pt", "rule aggregate_seeds"):
         assert needle in text, needle
     assert "results/demo/models/maskrcnn/model.pt" not in text
+
+
+def test_seeding_on_cpu_turns_on_deterministic_kernels():
+    import torch
+
+    from overlapseg.train.base import seed_everything
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(3, "cpu")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        first = torch.rand(3)
+        seed_everything(3, "cpu")
+        assert torch.equal(first, torch.rand(3))
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -169,7 +169,10 @@ def seed_everything(seed: int, device: str) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if device == "cpu":
-        torch.use_deterministic_algorithms(True)
+        # torch.use_deterministic_algorithms(True) minus its first line, which imports
+        # torch._inductor (and torch._dynamo: ~1.7 s per job) only to set the flag for
+        # torch.compile, which overlapseg never uses; eager kernels read this C flag alone
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
 
 
 def set_threads(threads: int | None) -> None:
