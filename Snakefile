@@ -2,7 +2,7 @@
 # -> predictions -> metrics -> tables and figures. See README.md.
 from snakemake.utils import min_version
 
-from overlapseg.utils.config import validate_config
+from overlapseg.study.config import resolve_profile, validate_config
 
 min_version("9.0")
 
@@ -14,7 +14,12 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# schema (defaults filled), NaN/inf, split fractions, adapter options: one line per problem
+# The profile names the experiment catalogue (config/catalogue.yaml); resolved, every experiment
+# carries its model, label, datasets and params. Then: schema (defaults filled), NaN/inf, split
+# fractions, adapter options, references between names: one line per problem.
+_resolved = resolve_profile(config, workflow.basedir)
+config.clear()
+config.update(_resolved)
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overlapseg.utils.config import validate_config
+from overlapseg.study.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -1,7 +1,7 @@
 rule demo_data:
     output:
-        images="results/{dataset}/raw/isbi_train.mat",
-        gt="results/{dataset}/raw/isbi_train_GT.mat",
+        images=paths.RAW_DEMO_IMAGES,
+        gt=paths.RAW_DEMO_GT,
     log:
         "logs/{dataset}/demo_data.log",
     params:
@@ -17,7 +17,7 @@ rule ingest:
     input:
         raw_input,
     output:
-        directory("results/{dataset}/data"),
+        directory(paths.DATA),
     log:
         "logs/{dataset}/ingest.log",
     params:
@@ -34,9 +34,9 @@ rule ingest:
 
 rule splits:
     input:
-        "results/{dataset}/data",
+        paths.DATA,
     output:
-        "results/{dataset}/splits.json",
+        paths.SPLITS,
     log:
         "logs/{dataset}/splits.log",
     params:
@@ -51,10 +51,10 @@ rule splits:
 
 rule split_annotations:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        "results/{dataset}/splits/{split}_annotations.json",
+        paths.SPLIT_ANNOTATIONS,
     log:
         "logs/{dataset}/split_annotations_{split}.log",
     threads: 1

@@ -1,10 +1,10 @@
 rule evaluate:
     input:
-        gt="results/{dataset}/splits/test_annotations.json",
-        pred="results/{dataset}/predictions/{experiment}.json",
-        semantic="results/{dataset}/semantic/{experiment}",
+        gt=lambda wc: paths.split_annotations(wc.dataset, "test"),
+        pred=paths.PREDICTIONS,
+        semantic=paths.SEMANTIC,
     output:
-        "results/{dataset}/metrics/{experiment}.json",
+        paths.METRICS,
     log:
         "logs/{dataset}/evaluate_{experiment}.log",
     params:
@@ -14,10 +14,10 @@ rule evaluate:
         score_threshold=config["evaluate"]["score_threshold"],
         isbi_criterion=config["evaluate"]["isbi_criterion"],
         border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
-        config=lambda wc: experiment_config(wc.experiment),
-        seed=lambda wc: experiment_seed(wc.experiment),
+        config=lambda wc: STUDY.provenance_config(wc.experiment),
+        seed=lambda wc: STUDY.seed(wc.experiment),
     wildcard_constraints:
-        experiment="|".join(RUNS),
+        experiment=_alternatives(RUNS),
     threads: 1
     conda:
         CONDA_ENV
@@ -29,13 +29,13 @@ rule aggregate_seeds:
     input:
         seed_metrics,
     output:
-        "results/{dataset}/metrics/{experiment}.json",
+        paths.METRICS,
     log:
         "logs/{dataset}/aggregate_{experiment}.log",
     params:
         seeds=lambda wc: EXPERIMENTS[wc.experiment]["seeds"],
     wildcard_constraints:
-        experiment="|".join(SEED_RUNS) or "^$",
+        experiment=_alternatives(STUDY.seed_runs),
     threads: 1
     conda:
         CONDA_ENV

@@ -1,15 +1,16 @@
-# GAN synthesis (thesis Sec. 4.4.2, coarse-to-fine stage 3): one pix2pix generator per entry of
-# config["gan"], trained on the TRAIN split; its synthetic set is a training source named after it.
-# Coarse-to-fine generators (paper 004) and its baselines (polygon_cyclegan, real_pix2pix) make
-# their own layouts; coarse_to_fine ones also draw results/figures/{dataset}_{generator}_stages.png.
+# GAN synthesis (thesis Sec. 4.4.2, coarse-to-fine stage 3): one generator per entry of
+# config["gan"] that trains (a `reuse:` entry synthesises its own set with another entry's
+# trained model), trained on the TRAIN split; its synthetic set is a training source named after
+# it. Coarse-to-fine generators (paper 004) and its baselines (polygon_cyclegan, real_pix2pix)
+# make their own layouts; coarse_to_fine ones also draw the {dataset}_{generator}_stages figure.
 
 
 rule gan_train:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        model="results/{dataset}/gan/{generator}/model.pt",
+        model=paths.GAN_MODEL,
     log:
         "logs/{dataset}/gan_train_{generator}.log",
     benchmark:
@@ -20,7 +21,7 @@ rule gan_train:
         seed=lambda wc: GENERATORS[wc.generator].get("seed", config["seed"]),
         device=config["device"],
     wildcard_constraints:
-        generator="|".join(GENERATORS) or "^$",
+        generator=_alternatives(STUDY.training_generators()),
     threads: lambda wc: GENERATORS[wc.generator]["threads"]
     resources:
         gpu=gpu_request,
@@ -34,20 +35,20 @@ rule gan_train:
 
 rule gan_synthesize:
     input:
-        model="results/{dataset}/gan/{generator}/model.pt",
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        model=lambda wc: STUDY.gan_model(wc.generator),
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        directory("results/{dataset}/synth/{generator}"),
+        directory(paths.SYNTH.format(dataset="{dataset}", source="{generator}")),
     log:
         "logs/{dataset}/gan_synthesize_{generator}.log",
     params:
         n=lambda wc: GENERATORS[wc.generator]["n"],
         seed=lambda wc: GENERATORS[wc.generator].get("seed", config["seed"]),
-        copypaste=layout_params("copypaste"),
+        copypaste=lambda wc: STUDY.generator_layout_params(wc.generator),
         device=config["device"],
     wildcard_constraints:
-        generator="|".join(GENERATORS) or "^$",
+        generator=_alternatives(GENERATORS),
     threads: lambda wc: GENERATORS[wc.generator]["threads"]
     resources:
         gpu=gpu_request,
@@ -61,24 +62,24 @@ rule gan_synthesize:
 
 rule gan_report:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
-        synth="results/{dataset}/synth/{generator}",
+        data=paths.DATA,
+        splits=paths.SPLITS,
+        synth=lambda wc: paths.data_dir(wc.dataset, wc.generator),
         stages=gan_stage_figures,  # coarse-to-fine generators: the stage figure as well
     output:
-        quality="results/{dataset}/gan/{generator}/quality.json",
-        png=report("results/figures/{dataset}_gan_{generator}.png", caption="../report/gan.rst",
+        quality=paths.GAN_QUALITY,
+        png=report(_fig("gan_{generator}", "png"), caption="../report/gan.rst",
                    category="Figures", subcategory="{dataset}",
                    labels={"dataset": "{dataset}", "figure": "GAN {generator}"}),
-        pdf="results/figures/{dataset}_gan_{generator}.pdf",
+        pdf=_fig("gan_{generator}", "pdf"),
     log:
         "logs/{dataset}/gan_report_{generator}.log",
     params:
         condition=lambda wc: GENERATORS[wc.generator].get("params", {}).get("condition", "mask"),
-        category=lambda wc: generator_category(wc.generator),
+        category=lambda wc: STUDY.generator_category(wc.generator),
         fid_weights=config.get("fid_weights"),
     wildcard_constraints:
-        generator="|".join(GENERATORS) or "^$",
+        generator=_alternatives(GENERATORS),
     threads: 1
     conda:
         CONDA_ENV
@@ -88,21 +89,21 @@ rule gan_report:
 
 rule gan_stages:
     input:
-        model="results/{dataset}/gan/{generator}/model.pt",
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        model=paths.GAN_MODEL,
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        png=report("results/figures/{dataset}_{generator}_stages.png", caption="../report/gan_stages.rst",
+        png=report(_fig("{generator}_stages", "png"), caption="../report/gan_stages.rst",
                    category="Figures", subcategory="{dataset}",
                    labels={"dataset": "{dataset}", "figure": "coarse-to-fine stages {generator}"}),
-        pdf="results/figures/{dataset}_{generator}_stages.pdf",
+        pdf=_fig("{generator}_stages", "pdf"),
     log:
         "logs/{dataset}/gan_stages_{generator}.log",
     params:
         seed=lambda wc: GENERATORS[wc.generator].get("seed", config["seed"]),
         device=config["device"],
     wildcard_constraints:
-        generator="|".join(coarse_to_fine_generators()) or "^$",
+        generator=_alternatives(STUDY.coarse_to_fine_generators()),
     threads: 1
     conda:
         CONDA_ENV

@@ -3,16 +3,16 @@
 
 rule overlap_maps:
     input:
-        data=lambda wc: data_dir(wc.dataset, wc.source),
+        data=lambda wc: paths.data_dir(wc.dataset, wc.source),
     output:
-        directory("results/{dataset}/maps/{source}/{variant}"),
+        directory(paths.MAPS),
     log:
         "logs/{dataset}/maps_{source}_{variant}.log",
     params:
-        maps=maps_params(),
+        maps=lambda wc: STUDY.maps_params(wc.variant),  # only what this variant reads
     wildcard_constraints:
         variant="|".join(MAP_VARIANTS),
-        source="|".join(["original", *synthetic_sources()]),
+        source=_alternatives(["original", *STUDY.synthetic_sources()]),
     threads: 1
     conda:
         CONDA_ENV
@@ -22,13 +22,13 @@ rule overlap_maps:
 
 rule maps_figure:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
-        maps=expand("results/{{dataset}}/maps/original/{variant}", variant=MAP_VARIANTS),
+        data=paths.DATA,
+        splits=paths.SPLITS,
+        maps=lambda wc: [paths.maps_dir(wc.dataset, "original", v) for v in MAP_VARIANTS],
     output:
-        png=report("results/figures/{dataset}_maps.png", caption="../report/maps.rst", category="Figures",
+        png=report(_fig("maps", "png"), caption="../report/maps.rst", category="Figures",
                    subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "overlap maps"}),
-        pdf="results/figures/{dataset}_maps.pdf",
+        pdf=_fig("maps", "pdf"),
     log:
         "logs/{dataset}/maps_figure.log",
     params:

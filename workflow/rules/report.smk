@@ -8,29 +8,31 @@ include: "report_common.smk"
 
 rule report_table:
     input:
-        metrics=lambda wc: metrics_files(wc.dataset),
+        metrics=lambda wc: STUDY.metrics_files(wc.dataset),
     output:
         report(
-            "results/{dataset}/tables/metrics.csv",
+            _table("metrics", "csv"),
             caption="../report/metrics_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "metrics"},
         ),
-        multiext("results/{dataset}/tables/metrics", ".md", ".tex"),
+        _table("metrics", "md"),
+        _table("metrics", "tex"),
         report(
-            "results/{dataset}/tables/pixel.csv",
+            _table("pixel", "csv"),
             caption="../report/pixel_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "pixel"},
         ),
-        multiext("results/{dataset}/tables/pixel", ".md", ".tex"),
+        _table("pixel", "md"),
+        _table("pixel", "tex"),
     log:
         "logs/{dataset}/report_table.log",
     params:
-        experiments=lambda wc: experiments_on(wc.dataset),
-        labels=lambda wc: experiment_labels(experiments_on(wc.dataset)),
+        experiments=lambda wc: STUDY.experiments_on(wc.dataset),
+        labels=lambda wc: STUDY.labels(STUDY.experiments_on(wc.dataset)),
     threads: 1
     conda:
         CONDA_ENV
@@ -40,39 +42,39 @@ rule report_table:
 
 rule report_figures:
     input:
-        data="results/{dataset}/data",
-        gt="results/{dataset}/splits/test_annotations.json",
-        predictions=lambda wc: [f"results/{wc.dataset}/predictions/{e}.json" for e in figure_experiments(wc.dataset)],
-        metrics=lambda wc: [f"results/{wc.dataset}/metrics/{e}.json" for e in figure_experiments(wc.dataset)],
+        data=paths.DATA,
+        gt=lambda wc: paths.split_annotations(wc.dataset, "test"),
+        predictions=lambda wc: figure_files(wc, "predictions"),
+        metrics=lambda wc: figure_files(wc, "metrics"),
     output:
         report(
-            "results/figures/{dataset}_qualitative.png",
+            _fig("qualitative", "png"),
             caption="../report/qualitative.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "qualitative"},
         ),
-        "results/figures/{dataset}_qualitative.pdf",
+        _fig("qualitative", "pdf"),
         report(
-            "results/figures/{dataset}_pr_curves.png",
+            _fig("pr_curves", "png"),
             caption="../report/pr_curves.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "precision-recall"},
         ),
-        "results/figures/{dataset}_pr_curves.pdf",
+        _fig("pr_curves", "pdf"),
         report(
-            "results/figures/{dataset}_ap_vs_overlap.png",
+            _fig("ap_vs_overlap", "png"),
             caption="../report/ap_vs_overlap.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "AP vs overlap"},
         ),
-        "results/figures/{dataset}_ap_vs_overlap.pdf",
+        _fig("ap_vs_overlap", "pdf"),
     log:
         "logs/{dataset}/report_figures.log",
     params:
-        experiments=lambda wc: figure_experiments(wc.dataset),
+        experiments=lambda wc: STUDY.figure_experiments(wc.dataset),
         n_images=config["report"]["qualitative_images"],
     threads: 1
     conda:
@@ -83,21 +85,22 @@ rule report_figures:
 
 rule study_table:
     input:
-        metrics=lambda wc: study_table_metrics(wc.dataset, wc.table),
+        metrics=lambda wc: STUDY.study_table_metrics(wc.dataset, wc.table),
     output:
         report(
-            "results/{dataset}/tables/study_{table}.csv",
+            _table("study_{table}", "csv"),
             caption="../report/study_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "{table}"},
         ),
-        multiext("results/{dataset}/tables/study_{table}", ".md", ".tex"),
+        _table("study_{table}", "md"),
+        _table("study_{table}", "tex"),
     log:
         "logs/{dataset}/study_table_{table}.log",
     params:
-        spec=lambda wc: config["report"]["tables"][wc.table],
-        labels=lambda wc: experiment_labels(config["report"]["tables"][wc.table]["experiments"]),
+        spec=lambda wc: STUDY.tables[wc.table],
+        labels=lambda wc: STUDY.labels(STUDY.tables[wc.table]["experiments"]),
     threads: 1
     conda:
         CONDA_ENV
@@ -110,7 +113,7 @@ rule provenance:
         unpack(provenance_inputs),
     output:
         report(
-            "results/{dataset}/tables/{table}.provenance.json",
+            paths.PROVENANCE,
             caption="../report/provenance.rst",
             category="Provenance",
             subcategory="{dataset}",
@@ -119,9 +122,9 @@ rule provenance:
     log:
         "logs/{dataset}/provenance_{table}.log",
     params:
-        rows=lambda wc: provenance_rows(wc.dataset, wc.table),
-        spec=lambda wc: table_spec(wc.table),
-        title=lambda wc: table_title(wc.dataset, wc.table),
+        rows=lambda wc: STUDY.provenance_rows(wc.dataset, wc.table),
+        spec=lambda wc: STUDY.table_spec(wc.table),
+        title=lambda wc: STUDY.table_title(wc.dataset, wc.table),
     wildcard_constraints:
         table=TABLE_FILES,
     threads: 1

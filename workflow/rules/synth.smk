@@ -4,15 +4,15 @@
 
 rule ccce:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        directory("results/{dataset}/synth/ccce"),
+        directory(paths.SYNTH.format(dataset="{dataset}", source="ccce")),
     log:
         "logs/{dataset}/ccce.log",
     params:
         method="ccce",
-        synth=synth_params("ccce"),
+        synth=STUDY.synth_params("ccce"),
         seed=config["seed"],
     threads: 1
     conda:
@@ -23,15 +23,15 @@ rule ccce:
 
 rule copypaste:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        directory("results/{dataset}/synth/copypaste"),
+        directory(paths.SYNTH.format(dataset="{dataset}", source="copypaste")),
     log:
         "logs/{dataset}/copypaste.log",
     params:
         method="copypaste",
-        synth=synth_params("copypaste"),
+        synth=STUDY.synth_params("copypaste"),
         seed=config["seed"],
     threads: 1
     conda:
@@ -42,17 +42,17 @@ rule copypaste:
 
 rule ccce_figure:
     input:
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
-        synth="results/{dataset}/synth/ccce",
+        data=paths.DATA,
+        splits=paths.SPLITS,
+        synth=lambda wc: paths.data_dir(wc.dataset, "ccce"),
     output:
-        png=report("results/figures/{dataset}_ccce.png", caption="../report/ccce.rst", category="Figures",
+        png=report(_fig("ccce", "png"), caption="../report/ccce.rst", category="Figures",
                    subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "CCCE"}),
-        pdf="results/figures/{dataset}_ccce.pdf",
+        pdf=_fig("ccce", "pdf"),
     log:
         "logs/{dataset}/ccce_figure.log",
     params:
-        synth=synth_params("ccce"),
+        synth=STUDY.synth_params("ccce"),
         seed=config["seed"],
     threads: 1
     conda:
@@ -63,11 +63,11 @@ rule ccce_figure:
 
 rule copypaste_figure:
     input:
-        synth="results/{dataset}/synth/copypaste",
+        synth=lambda wc: paths.data_dir(wc.dataset, "copypaste"),
     output:
-        png=report("results/figures/{dataset}_copypaste.png", caption="../report/copypaste.rst", category="Figures",
+        png=report(_fig("copypaste", "png"), caption="../report/copypaste.rst", category="Figures",
                    subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "copy-paste"}),
-        pdf="results/figures/{dataset}_copypaste.pdf",
+        pdf=_fig("copypaste", "pdf"),
     log:
         "logs/{dataset}/copypaste_figure.log",
     params:

@@ -5,9 +5,9 @@
 #   snakemake --cores 2 table_<name>   one paper table (report.tables.<name>) and its provenance
 #                                      map on every dataset it applies to.
 # An experiment or table whose rule name clashes with a workflow rule fails at config load.
-# Helpers (and the provenance maps joining `rule all`): report_common.smk.
+# Derivations: overlapseg.study.plan.StudyPlan.
 
-_check_target_names()
+STUDY.check_target_names(r.name for r in workflow.rules)
 
 
 for _experiment in (e for e in config["experiments"] if e in EXPERIMENTS):
@@ -16,21 +16,21 @@ for _experiment in (e for e in config["experiments"] if e in EXPERIMENTS):
         name:
             _experiment
         input:
-            experiment_targets(_experiment),
+            STUDY.experiment_targets(_experiment),
 
     workflow.get_rule(_experiment).docstring = (
-        f"experiment {experiment_label(_experiment)!r}: {EXPERIMENTS[_experiment]['model']} trained on "
+        f"experiment {STUDY.label(_experiment)!r}: {EXPERIMENTS[_experiment]['model']} trained on "
         f"{EXPERIMENTS[_experiment]['train']['dataset']}, metrics on {', '.join(EXPERIMENTS[_experiment]['test'])}")
 
 
-for _table in config["report"].get("tables", {}):
+for _table in STUDY.tables:
 
     rule:
         name:
             f"table_{_table}"
         input:
-            table_targets(_table),
+            STUDY.table_targets(_table),
 
     workflow.get_rule(f"table_{_table}").docstring = (
-        f"table {config['report']['tables'][_table].get('title', _table)!r} on "
-        f"{', '.join(table_datasets(_table)) or 'no dataset (its experiments share no test dataset)'}")
+        f"table {STUDY.tables[_table].get('title', _table)!r} on "
+        f"{', '.join(STUDY.table_datasets(_table)) or 'no dataset (its experiments share no test dataset)'}")

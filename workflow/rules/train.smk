@@ -1,21 +1,38 @@
+rule weights:
+    """ImageNet weights of a backbone (torchvision's weights API, hash-checked). Runs on the
+    submit host, which on clusters usually has internet while compute nodes do not."""
+    output:
+        paths.WEIGHTS,
+    log:
+        "logs/weights_{file}.log",
+    wildcard_constraints:
+        file=r"[A-Za-z0-9_.-]+\.pth",
+    localrule: True
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/weights.py"
+
+
 rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/{dataset}/models/{experiment}/model.pt",
+        model=paths.MODEL,
     log:
         "logs/{dataset}/train_{experiment}.log",
     benchmark:
         "benchmarks/out/{dataset}/train_{experiment}.tsv"
     params:
         model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
-        inputs=lambda wc: experiment_inputs(wc.experiment),
-        pool_options=pool_options(),
+        inputs=lambda wc: STUDY.inputs(wc.experiment),
+        pool_options=lambda wc: STUDY.pool_options(wc.experiment),
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
-        seed=lambda wc: experiment_seed(wc.experiment),
+        seed=lambda wc: STUDY.seed(wc.experiment),
         device=config["device"],
     wildcard_constraints:
-        experiment="|".join(RUNS),
+        experiment=_alternatives(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=gpu_request,
@@ -29,12 +46,12 @@ rule train:
 
 rule predict:
     input:
-        model=lambda wc: model_file(wc.experiment),
-        data="results/{dataset}/data",
-        splits="results/{dataset}/splits.json",
+        model=lambda wc: STUDY.model_file(wc.experiment),
+        data=paths.DATA,
+        splits=paths.SPLITS,
     output:
-        predictions="results/{dataset}/predictions/{experiment}.json",
-        semantic=directory("results/{dataset}/semantic/{experiment}"),
+        predictions=paths.PREDICTIONS,
+        semantic=directory(paths.SEMANTIC),
     log:
         "logs/{dataset}/predict_{experiment}.log",
     params:
@@ -42,7 +59,7 @@ rule predict:
         params=lambda wc: EXPERIMENTS[wc.experiment].get("params", {}),
         device=config["device"],
     wildcard_constraints:
-        experiment="|".join(RUNS),
+        experiment=_alternatives(RUNS),
     threads: lambda wc: EXPERIMENTS[wc.experiment]["threads"]
     resources:
         gpu=gpu_request,

@@ -3,12 +3,12 @@
 # restricted to those experiments) and compare models, predictions, metrics and tables with the
 # main run; writes `verify.out`/report.json, or fails naming the files that differ (details in
 # `verify.out`/mismatch.json). docs/reproducibility.md.
-# Helpers: report_common.smk.
+# Derivations: overlapseg.study.plan.StudyPlan.
 
 
 rule verify:
     input:
-        **{k: v for k, v in verify_files().items() if v},
+        **{k: v for k, v in STUDY.verify_files().items() if v},
     output:
         f"{VERIFY['out']}/report.json",
     log:
@@ -16,9 +16,9 @@ rule verify:
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         tolerance=VERIFY["tolerance"],
-        experiments=verify_experiments(),
-        files=verify_files(),
-        config=verify_config(),
+        experiments=STUDY.verify_experiments(),
+        files=STUDY.verify_files(),
+        config=STUDY.verify_config(),
         snakefile=workflow.main_snakefile,
     threads: _all_cores
     conda:
