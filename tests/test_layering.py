@@ -109,3 +109,13 @@ def test_modules_import_without_the_training_layer(package):
                          env={"PYTHONPATH": str(ROOT.parent), "OMP_NUM_THREADS": "1",
                               "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_config_adapter_check_lives_in_data():
+    """What utils/config.py imported from data/ is offered by data/ for the config owner to call."""
+    from overlapseg.data.adapters import check_config_adapter_options
+
+    check_config_adapter_options({"datasets": {"demo": {"format": "isbi2014", "options": {}}}})
+    with pytest.raises(ValueError, match=r"config: datasets\.demo\.options: unknown option\(s\) 'skip_emtpy'"):
+        check_config_adapter_options({"datasets": {"demo": {"format": "isbi2014",
+                                                            "options": {"skip_emtpy": True}}}})
