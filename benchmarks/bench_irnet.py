@@ -20,7 +20,7 @@ import torch
 
 from overlapseg.models.irnet import IRNET_ABLATIONS, build_irnet
 
-DEMO = {"depth": 18, "anchor_sizes": [16, 32, 64, 128, 256], "pretrained_backbone": None,
+DEMO = {"depth": 18, "anchor_sizes": [16, 32, 64, 128, 256],
         "fpn_channels": 64, "mask_head_channels": 64, "box_head_dim": 256,
         "box_batch_size_per_image": 128, "rpn_post_nms_top_n_train": 2000, "detections_per_image": 100}
 

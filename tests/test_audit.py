@@ -90,8 +90,12 @@ def tree(tmp_path, monkeypatch):
                            ("seunet_2head", "SE-U-Net, 2 heads", _metrics(0.5, 0.0, 0, True, "id_2head"))):
         model_dir = tmp_path / f"results/demo/models/{name}"
         model_dir.mkdir(parents=True)
+        # seunet_2head warm-started from seunet_base's encoder (model.pt's resolved init)
+        init = {"init": {"kind": "from", "frozen_bn": False, "source": "seunet_base", "part": "encoder",
+                         "file": "model.pt", "sha256": "5eed" * 16, "loaded": 12, "skipped": 0,
+                         "source_init": {"kind": "scratch"}}} if name == "seunet_2head" else {}
         torch.save({"format": 1, "trainer": "seunet", "params": {"heads": name[7:], "lr": 0.001}, "seed": 0,
-                    "iterations": 2, "inputs": {"sources": ["ccce"]},
+                    "iterations": 2, "inputs": {"sources": ["ccce"]}, **init,
                     "state_dict": {"w": torch.zeros(3, 2)}}, model_dir / "model.pt")
         write_json(model_dir / "timing.json", {"device": "cpu", "threads": 2, "iterations_run": 2,
                                                "seconds": 1.5})
@@ -158,6 +162,7 @@ def test_audit_one_cell(tree):
     assert "shown as n/a: not predicted" in text
     assert sha256_file(tmp / "results/demo/models/seunet_base/model.pt") in text
     assert "device cpu, 2 threads" in text and "test ids: a, b" in text and "seed 7" in text
+    assert "\ninit         scratch\n" in text  # no init record: random weights
     assert audit_cell("results/demo/tables/study_heads.csv", "seunet_2head", "nucleus/AP")["cell"]["value"] == "0.00"
     with pytest.raises(ValueError, match="no row 'nope'; rows: 'SE-U-Net, base' \\(seunet_base\\)"):
         audit_cell("results/demo/tables/study_heads.csv", "nope", "AP")
@@ -172,6 +177,8 @@ def test_audit_cli_prints_the_chain_and_flags_changed_files(tree, capsys):
     out = capsys.readouterr().out
     assert "row 'SE-U-Net, 2 heads' x column 'cytoplasm/AP' = 50.00  [ok]" in out
     assert "metrics[cytoplasm.AP] = 0.5" in out and "results/demo/models/seunet_2head/model.pt  sha256" in out
+    assert ("\ninit         warm start from experiment seunet_base (part encoder): model.pt  sha256 "
+            + "5eed" * 16 + ", 12 tensors loaded, 0 skipped; source started from scratch\n") in out
     assert main(["audit", "results/demo/tables/study_heads.csv", "--row", "seunet_2head", "--column",
                  "cytoplasm/AP", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["chain"]["model"]["trainer"] == "seunet"

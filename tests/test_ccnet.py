@@ -225,12 +225,11 @@ def test_training_is_bitwise_deterministic_and_learns():
     assert first[-1] < first[0]
 
 
-def test_pretrained_backbone_from_local_file(tmp_path):
-    path = tmp_path / "resnet18.pth"
-    reference = torchvision.models.resnet18(weights=None)
-    torch.save(reference.state_dict(), path)
-    model = build_ccnet({**TINY, "pretrained_backbone": str(path)})
-    assert torch.equal(model.backbone.body.conv1.weight, reference.conv1.weight)
+def test_frozen_bn_build_for_pretrained_weights():
+    model = build_ccnet(TINY, frozen_bn=True)
+    assert any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.backbone.body.modules())
+    assert not any(type(m).__name__ == "GroupNorm" for m in model.backbone.body.modules())
+    assert model.transform.image_mean == [0.485, 0.456, 0.406]
 
 
 def test_bad_inputs_raise_value_errors():

@@ -243,7 +243,8 @@ def test_defaults_are_the_full_model():
     assert build({"drm_channels": 8}).roi_heads.complement_head.convs[0][0].out_channels == 8
 
 
-def test_inference_build_skips_the_backbone_weights_file():
-    model = build_donet({**TINY, **ABLATIONS["drm"], "pretrained_backbone": "/no/such/weights.pth"},
-                        pretrained=False)
+def test_frozen_bn_build_for_pretrained_weights():
+    model = build_donet({**TINY, **ABLATIONS["drm"]}, frozen_bn=True)
     assert model.nucleus_rpn is None
+    assert any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.backbone.body.modules())
+    assert model.transform.image_std == [0.229, 0.224, 0.225]

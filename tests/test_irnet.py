@@ -8,12 +8,12 @@ import torch
 from overlapseg.models.irnet import (IRNET_ABLATIONS, IRNET_DEFAULTS, DuplicateRemovalModule,
                                      InstanceRelationModule, build_irnet, duplicate_labels,
                                      instance_relation_matrix, irnet_options, top_k_relation_mask)
-from overlapseg.models.maskrcnn import build_maskrcnn
+from overlapseg.models.maskrcnn import MASKRCNN_DEFAULTS, build_maskrcnn
 
 torch.set_num_threads(1)
 
 TINY = {"depth": 18, "image_size": 64, "anchor_sizes": [16, 32, 64, 128, 256],
-        "pretrained_backbone": None, "fpn_channels": 16, "mask_head_channels": 16,
+        "fpn_channels": 16, "mask_head_channels": 16,
         "box_head_dim": 32, "box_batch_size_per_image": 32, "rpn_post_nms_top_n_train": 100,
         "detections_per_image": 100, "drm_top_n": 100}
 BASE_LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
@@ -277,8 +277,9 @@ def test_params_are_validated(batch):
         build_irnet({**TINY, "irm_deep_features": False, "irm_mask": False})
     with pytest.raises(KeyError, match="drm_topk"):
         build_irnet({**TINY, "drm_topk": 4})
-    with pytest.raises(KeyError, match="box_head_dim"):
-        build_irnet({k: v for k, v in TINY.items() if k != "box_head_dim"})
+    # one reader of the Mask R-CNN keys for every detector: missing ones at their defaults
+    default_head = build_irnet({k: v for k, v in TINY.items() if k != "box_head_dim"})
+    assert default_head.roi_heads.box_head.fc7.out_features == MASKRCNN_DEFAULTS["box_head_dim"]
     with pytest.raises(ValueError, match="true or false"):
         irnet_options({"drm": "yes"})
     with pytest.raises(ValueError, match="divisible"):

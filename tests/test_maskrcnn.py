@@ -34,18 +34,14 @@ def test_trainable_groupnorm_no_frozen_bn():
     assert all(p.requires_grad for p in model.backbone.parameters())
 
 
-def test_pretrained_backbone_from_local_file(tmp_path):
-    import torchvision
-
-    path = tmp_path / "resnet18.pth"
-    reference = torchvision.models.resnet18(weights=None)
-    torch.save(reference.state_dict(), path)
-    model = build_maskrcnn(depth=18, image_size=64, pretrained_backbone=path)
-    assert torch.equal(model.backbone.body.conv1.weight, reference.conv1.weight)
-    bad = tmp_path / "bad.pth"
-    torch.save({"x": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="bad.pth"):
-        build_maskrcnn(depth=18, image_size=64, pretrained_backbone=bad)
+def test_pretrained_setup_frozen_bn_frozen_stem_imagenet_normalisation():
+    model = build_maskrcnn(depth=18, image_size=64, frozen_bn=True)
+    kinds = {type(m).__name__ for m in model.backbone.body.modules()}
+    assert "FrozenBatchNorm2d" in kinds and "GroupNorm" not in kinds
+    trainable = {n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    assert model.transform.image_mean == [0.485, 0.456, 0.406]
+    assert build_maskrcnn(depth=18, image_size=64).transform.image_mean == [0.5, 0.5, 0.5]
 
 
 def test_augment_keeps_image_and_masks_aligned():

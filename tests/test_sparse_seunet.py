@@ -48,7 +48,11 @@ def test_defaults_follow_the_thesis_on_top_of_seunet():
     assert SPARSE_DEFAULTS["n_instances"] == 100 and SPARSE_DEFAULTS["match_lambda"] == 0.8
     assert SPARSE_DEFAULTS["lr"] == 5e-5 and SPARSE_DEFAULTS["weight_decay"] == 0.005
     assert SPARSE_DEFAULTS["branch_convs"] == 4 and SPARSE_DEFAULTS["mask_threshold"] == 0.5
-    assert {"base_channels", "depth", "norm", "se_reduction", "crop"} <= set(SPARSE_DEFAULTS)
+    assert {"base_channels", "depth", "norm", "se_reduction"} <= set(SPARSE_DEFAULTS)
+    # the trainer adds the SEU-Net recipe (crops, schedule) on top of the network's keys
+    from overlapseg.train.sparse_seunet import SparseSEUNetTrainer
+    assert {"crop", "tile", "iterations"} <= set(SparseSEUNetTrainer.DEFAULTS)
+    assert "crop" not in SPARSE_DEFAULTS
     assert not any(SPARSE_DEFAULTS[k] for k in ("overlap_head", "attention_map", "multi_level",
                                                 "iou_objectness"))
 

@@ -11,6 +11,7 @@ import sys
 # Subpackage modules that define ``register(subparsers)``.
 SUBCOMMAND_MODULES = [
     "overlapseg.data.cli",
+    "overlapseg.models.cli",
     "overlapseg.train.cli",
     "overlapseg.evaluate.cli",
     "overlapseg.report.cli",

@@ -128,7 +128,8 @@ def model_record(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or "params" not in state:
         raise ValueError(f"{path}: not an overlapseg model file (no params)")
     weights = state.get("state_dict") or {}
-    record.update({k: state.get(k) for k in ("format", "trainer", "seed", "iterations", "inputs", "params")})
+    record.update({k: state.get(k) for k in ("format", "trainer", "seed", "iterations", "inputs", "params",
+                                             "init")})
     record["n_parameters"] = int(sum(v.numel() for v in weights.values() if hasattr(v, "numel")))
     return record
 

@@ -45,7 +45,6 @@ Decisions where the paper is silent:
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 
 import torch
@@ -61,12 +60,12 @@ from torchvision.ops import clip_boxes_to_image, roi_align
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.maskrcnn import group_norm, resnet_fpn
+from overlapseg.models.weights import input_normalisation
 
 NUM_CLASSES = 2  # cytoplasm, nucleus (labels 1 and 2; 0 is background)
 
 CC_DEFAULTS = {
-    "depth": 18,  # paper: ResNet-50
-    "pretrained_backbone": None,  # local torchvision ResNet state dict (GroupNorm: BN entries skipped)
+    "depth": 18,  # paper: ResNet-50 (ImageNet-pretrained: the trainer's init param)
     "image_size": 512,  # nominal training side (paper: 512); images are never resized to it
     "width": 64,  # channels of the C0-C3 laterals and of the fused KD / CACS features
     "kd_channels": 64,  # hidden channels of each conv7x7-ReLU-conv7x7 KD head
@@ -111,10 +110,11 @@ def _conv_gn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
 class LateralResNet(nn.Module):
     """ResNet stages C0-C3 (strides 4-32) with 1x1 laterals to ``width`` channels each."""
 
-    def __init__(self, depth: int, width: int, pretrained_backbone: str | os.PathLike | None = None):
+    def __init__(self, depth: int, width: int, frozen_bn: bool = False):
         super().__init__()
-        # the Mask R-CNN builder's ResNet (GroupNorm, local weights); its FPN is not used
-        self.body = resnet_fpn(depth, width, pretrained_backbone).body
+        # the Mask R-CNN builder's ResNet (GroupNorm, or FrozenBN for pretrained weights); its
+        # FPN is not used
+        self.body = resnet_fpn(depth, width, frozen_bn).body
         expansion = 4 if depth >= 50 else 1
         self.lateral = nn.ModuleList(nn.Conv2d(64 * expansion * 2 ** i, width, 1) for i in range(4))
         self.out_channels = width
@@ -470,11 +470,12 @@ def _check_inputs(images, targets, training: bool) -> None:
             raise ValueError(f"target {i}: boxes need positive width and height")
 
 
-def build_ccnet(p: dict | None = None) -> CCNet:
+def build_ccnet(p: dict | None = None, frozen_bn: bool = False) -> CCNet:
     """The CC network a params dict describes.
 
     Keys of ``CC_DEFAULTS`` are read (missing ones take the default); other keys, e.g. the
-    trainer's, are ignored, so the trainer can pass its whole params dict.
+    trainer's, are ignored, so the trainer can pass its whole params dict. ``frozen_bn``:
+    FrozenBN backbone and ImageNet normalisation, for pretrained weights.
     """
     p = {**CC_DEFAULTS, **{k: v for k, v in (p or {}).items() if k in CC_DEFAULTS}}
     if p["depth"] not in _DEPTHS:
@@ -483,7 +484,7 @@ def build_ccnet(p: dict | None = None) -> CCNet:
                 "detections_per_image", "mask_rois_per_image", "image_size"):
         if int(p[key]) < 1:
             raise ValueError(f"{key} must be a positive integer, got {p[key]}")
-    backbone = LateralResNet(p["depth"], p["width"], p["pretrained_backbone"])
+    backbone = LateralResNet(p["depth"], p["width"], frozen_bn)
     kd = KeypointDetector(p["width"], p["kd_channels"], p["kd_strides"], p["radius"],
                           p["heatmap_threshold"], p["group_tolerance"], p["max_keypoints"],
                           p["nms_threshold"], p["detections_per_image"], p["min_box_size"],
@@ -494,8 +495,8 @@ def build_ccnet(p: dict | None = None) -> CCNet:
                      p["boundary_width"], p["boundary_start"], p["mask_rois_per_image"],
                      p["mask_weight"], p["boundary_weight"], box_expand=p["box_expand"],
                      mask_refits=p["mask_refits"])
-    # grey replicated to 3 channels: no ImageNet colour statistics (as the Mask R-CNN builder)
-    # normalise and pad like torchvision but keep the pixel scale (overlapseg.models.scale)
-    transform = native_transform(GeneralizedRCNNTransform(p["image_size"], p["image_size"],
-                                                          [0.5] * 3, [0.25] * 3))
+    # normalised as the Mask R-CNN builder (grey, or ImageNet's for pretrained weights), padded
+    # like torchvision but at the pixel scale of the input (overlapseg.models.scale)
+    mean, std = input_normalisation(frozen_bn)
+    transform = native_transform(GeneralizedRCNNTransform(p["image_size"], p["image_size"], mean, std))
     return CCNet(backbone, kd, cacs, transform)

@@ -46,7 +46,6 @@ they default to 1.
 """
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -59,7 +58,8 @@ from torchvision.models.detection.roi_heads import (RoIHeads, fastrcnn_loss, mas
                                                     maskrcnn_loss)
 
 from overlapseg.data.canonical import CATEGORY_IDS
-from overlapseg.models.maskrcnn import NUM_CLASSES, build_maskrcnn, roi_heads_arguments
+from overlapseg.models.maskrcnn import (NUM_CLASSES, build_maskrcnn_from_params, maskrcnn_options,
+                                       roi_heads_arguments)
 
 CYTOPLASM, NUCLEUS = CATEGORY_IDS["cytoplasm"], CATEGORY_IDS["nucleus"]
 
@@ -88,11 +88,6 @@ ABLATIONS = {
                 "crm_consistency": True},  # Table 3 +DRM+CRM, Table 4 +L_cons
     "donet": dict.fromkeys(SWITCHES, True),  # Table 3 +DRM+CRM+MRP
 }
-
-# build_maskrcnn's own keyword defaults, so DoNet and the baseline read a params dict alike.
-_MASKRCNN_DEFAULTS = {k: v.default for k, v in inspect.signature(build_maskrcnn).parameters.items()
-                      if v.default is not inspect.Parameter.empty and k != "roi_heads"}
-_DETECTOR_KWARGS = ("box_batch_size_per_image", "rpn_post_nms_top_n_train")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -391,30 +386,26 @@ def donet_options(p: dict) -> dict:
     return q
 
 
-def build_donet(p: dict, pretrained: bool = True) -> DoNet:
-    """DoNet from a params dict: ``build_maskrcnn`` keys (missing ones at its defaults, plus
-    ``box_batch_size_per_image``/``rpn_post_nms_top_n_train`` when given) and
-    :data:`DONET_DEFAULTS` keys; training-loop keys are ignored.
+def build_donet(p: dict, frozen_bn: bool = False) -> DoNet:
+    """DoNet from a params dict: Mask R-CNN keys (:func:`build_maskrcnn_from_params`) and
+    :data:`DONET_DEFAULTS` keys, missing ones at their defaults; other keys are ignored.
 
-    ``pretrained=False`` skips the backbone weights file (inference loads model.pt instead).
+    ``frozen_bn``: FrozenBN backbone and ImageNet normalisation, for pretrained weights.
     With MRP the model is more than Mask R-CNN with other RoI heads, so a trainer builds it
     here rather than through ``build_maskrcnn(roi_heads=...)``.
     """
     q = donet_options(p)
-    args = {**_MASKRCNN_DEFAULTS, **{k: p[k] for k in _MASKRCNN_DEFAULTS if k in p},
-            **{k: p[k] for k in _DETECTOR_KWARGS if k in p}}
-    if not pretrained:
-        args["pretrained_backbone"] = None
-    heads = {"feature_channels": args["fpn_channels"], "mask_channels": args["mask_head_channels"],
+    net = maskrcnn_options(p)
+    heads = {"feature_channels": net["fpn_channels"], "mask_channels": net["mask_head_channels"],
              **{k: v for k, v in q.items() if k != "mrp"}}
 
     def donet_heads(base: RoIHeads) -> DoNetRoIHeads:
         return DoNetRoIHeads.from_base(base, **heads)
 
-    base = build_maskrcnn(**args, roi_heads=donet_heads)
+    base = build_maskrcnn_from_params(p, frozen_bn, roi_heads=donet_heads)
     if not q["mrp"]:
         return DoNet(base)
     # the nucleus stage: RPN and RoI heads of a second detector, freshly initialised (its
     # backbone is dropped; the nucleus stage reads the first one's reweighted features)
-    nucleus_stage = build_maskrcnn(**{**args, "pretrained_backbone": None}, roi_heads=donet_heads)
+    nucleus_stage = build_maskrcnn_from_params(p, frozen_bn, roi_heads=donet_heads)
     return DoNet(base, nucleus_stage)

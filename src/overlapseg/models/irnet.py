@@ -29,7 +29,7 @@ from torchvision.models.detection.roi_heads import (RoIHeads, fastrcnn_loss, mas
                                                     maskrcnn_loss)
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
-from overlapseg.models.maskrcnn import build_maskrcnn, roi_heads_arguments
+from overlapseg.models.maskrcnn import build_maskrcnn_from_params, roi_heads_arguments
 
 IRNET_DEFAULTS = {
     # module switches (Table 1: Mask R-CNN = both off, "w/o IRM", "w/o DRM", full)
@@ -62,10 +62,6 @@ IRNET_ABLATIONS = {
     "irm_df_rl": {"irm_mask": False},
     "irm_msk_rl": {"irm_deep_features": False},
 }
-
-_MASKRCNN_KEYS = ("depth", "image_size", "anchor_sizes", "pretrained_backbone", "fpn_channels",
-                  "mask_head_channels", "box_head_dim", "box_batch_size_per_image",
-                  "rpn_post_nms_top_n_train", "detections_per_image")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -421,24 +417,13 @@ def irnet_options(p: dict) -> dict:
 
 
 def irnet_roi_heads(p: dict):
-    """The ``roi_heads`` factory for ``build_maskrcnn`` (or a trainer's ``build_from_params``)."""
+    """The ``roi_heads`` factory for :func:`~overlapseg.models.maskrcnn.build_maskrcnn_from_params`."""
     q = irnet_options(p)
     return lambda base: IRNetRoIHeads.from_base(base, q)
 
 
-def build_irnet(p: dict, pretrained: bool = True) -> MaskRCNN:
-    """IRNet on the Mask R-CNN ``p`` describes (Mask R-CNN keys + any IRNET_DEFAULTS keys).
-
-    ``pretrained=False`` skips the backbone weights file (inference loads model.pt instead).
-    """
-    missing = [k for k in _MASKRCNN_KEYS if k not in p]
-    if missing:
-        raise KeyError(f"IRNet params lack the Mask R-CNN keys {missing}")
-    return build_maskrcnn(p["depth"], p["image_size"], p["anchor_sizes"],
-                          p["pretrained_backbone"] if pretrained else None,
-                          fpn_channels=p["fpn_channels"], mask_head_channels=p["mask_head_channels"],
-                          box_head_dim=p["box_head_dim"],
-                          box_batch_size_per_image=p["box_batch_size_per_image"],
-                          rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"],
-                          detections_per_image=p["detections_per_image"],
-                          roi_heads=irnet_roi_heads(p))
+def build_irnet(p: dict, frozen_bn: bool = False) -> MaskRCNN:
+    """IRNet on the Mask R-CNN ``p`` describes (Mask R-CNN keys + any IRNET_DEFAULTS keys,
+    missing ones at their defaults). ``frozen_bn``: FrozenBN backbone and ImageNet
+    normalisation, for pretrained weights."""
+    return build_maskrcnn_from_params(p, frozen_bn, roi_heads=irnet_roi_heads(p))

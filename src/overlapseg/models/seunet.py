@@ -22,6 +22,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: network and loss params of the SEU-Net family (the trainer adds its recipe and inference
+#: keys; SparseSEU-Net builds on them). Trained from scratch: the thesis uses no ImageNet
+#: encoder, so the SEU-Net trainers accept ``init: scratch`` or a warm start ``{from: ...}`` only.
+SEUNET_MODEL_DEFAULTS: dict = {
+    "heads": "2-head",            # base | 2-head | 3-head | 4-head
+    "overlap": False,             # extra overlap decoder branch
+    "base_channels": 32,
+    "depth": 4,
+    "norm": "batch",              # batch | group | none
+    "se_reduction": 8,
+    "prior_init": True,           # output biases start at the logit of each class's frequency
+    # overlap loss (the map variant comes from the experiment's inputs.maps)
+    "focal_mode": "recalibrate",  # recalibrate (Eq. 4.5) | reweight (Eq. 5.1)
+    "focal_alpha": 0.25,
+    "focal_gamma": 2.0,
+}
+
 HEAD_CONFIGS: dict[str, tuple[str, ...]] = {
     "base": ("cytoplasm",),
     "2-head": ("cytoplasm", "nucleus"),

@@ -48,9 +48,8 @@ from torchvision.ops import sigmoid_focal_loss
 from overlapseg.data.canonical import CATEGORY_IDS
 from overlapseg.maps.losses import MODES as FOCAL_MODES
 from overlapseg.maps.losses import recalibrated_focal_loss
-from overlapseg.models.seunet import Decoder, SEConvBlock
+from overlapseg.models.seunet import SEUNET_MODEL_DEFAULTS, Decoder, SEConvBlock
 from overlapseg.models.sliding_window import tile_starts
-from overlapseg.train.seunet import SEUNET_DEFAULTS
 
 _SPARSE_KEYS: dict = {
     # model (Sec. 4.5.2)
@@ -85,8 +84,9 @@ _SPARSE_KEYS: dict = {
     "score_threshold": 0.05,      # drop candidates below this score (low: AP needs a ranking)
 }
 
-#: SEU-Net trainer params (``train.seunet.SEUNET_DEFAULTS``), SparseSEU-Net keys on top.
-SPARSE_DEFAULTS: dict = {**copy.deepcopy(SEUNET_DEFAULTS), **_SPARSE_KEYS}
+#: SEU-Net network params, SparseSEU-Net keys on top (the trainer adds the SEU-Net recipe:
+#: crops, augmentation, schedule).
+SPARSE_DEFAULTS: dict = {**copy.deepcopy(SEUNET_MODEL_DEFAULTS), **_SPARSE_KEYS}
 
 
 def sparse_params(params: dict | None = None) -> dict:

@@ -4,8 +4,8 @@ Reads the table's provenance file (``TABLE.provenance.json`` next to the CSV, wr
 workflow's ``provenance`` rule, :func:`overlapseg.provenance.table_provenance`), picks the
 cell, re-hashes the files of its chain (table, metrics, predictions, model) unless
 ``--no-check``, and prints the chain: value -> metrics key -> metrics file -> predictions ->
-model.pt (sha256, resolved params) -> training device and wall time -> splits -> dataset and
-raw checksums -> synthetic sources -> code and package versions.
+model.pt (sha256, resolved params, initialisation) -> training device and wall time -> splits
+-> dataset and raw checksums -> synthetic sources -> code and package versions.
 """
 from __future__ import annotations
 
@@ -133,6 +133,27 @@ def _short(params: dict | None) -> str:
     return json.dumps(params, sort_keys=True, separators=(", ", ": ")) if params else "-"
 
 
+def format_init(init: dict | None, asked=None) -> str:
+    """One line: what the model's weights started from (``model.pt``'s resolved init)."""
+    if not init:
+        return "scratch" if asked in (None, "scratch") else f"{asked!r} (no resolved init in model.pt)"
+    kind = init.get("kind")
+    if kind == "scratch":
+        return "scratch (random weights)"
+    loaded = f", {init['loaded']} tensors loaded" if init.get("loaded") is not None else ""
+    if kind in ("imagenet", "file"):
+        return (f"{kind}: {init.get('arch')} weights {init.get('file')}  sha256 {init.get('sha256')}"
+                f"{loaded} (FrozenBN, ImageNet normalisation)")
+    if kind == "from":
+        skipped = f", {init['skipped']} skipped" if init.get("skipped") is not None else ""
+        src = init.get("source_init") or {}
+        chain = f"; source started from {src.get('kind')}" + (
+            f" {src.get('file')} sha256 {src.get('sha256')}" if src.get("sha256") else "") if src else ""
+        return (f"warm start from experiment {init.get('source')} (part {init.get('part')}): "
+                f"{init.get('file')}  sha256 {init.get('sha256')}{loaded}{skipped}{chain}")
+    return json.dumps(init, sort_keys=True)
+
+
 def format_audit(a: dict) -> str:
     """The chain of one cell as aligned text lines."""
     c, ch, ok = a["cell"], a["chain"], a["checks"]
@@ -169,6 +190,7 @@ def _format_run(ch: dict, ok: dict, prefix: str, add) -> None:
     add("", f"trainer {m.get('trainer')}, seed {m.get('seed')}, {m.get('iterations')} iterations, "
             f"{m.get('n_parameters')} parameters")
     add("params", _short(m.get("params")) + "  (resolved, from model.pt)")
+    add("init", format_init(m.get("init"), (m.get("params") or {}).get("init")))
     t = ch.get("training")
     if t:
         add("training", f"device {t.get('device')}, {t.get('threads')} threads, {t.get('iterations_run')} "

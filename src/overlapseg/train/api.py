@@ -41,7 +41,8 @@ def _read_splits(path) -> dict[str, list[str]]:
 def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
                  source_dirs: Sequence | None = None, map_variant: str | None = None,
                  maps: Sequence | None = None, mix: Sequence[float] | None = None,
-                 teacher=None, pool: str = "all", pool_options: dict | None = None) -> TrainInputs:
+                 teacher=None, pool: str = "all", pool_options: dict | None = None,
+                 init_file=None) -> TrainInputs:
     """The training inputs of one experiment.
 
     ``sources``: names of the training sources in order (``original`` = the train split of
@@ -52,6 +53,8 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
     ``original`` contributes: ``all``, or only the ``discrete`` (isolated cells) or ``aggregated``
     (clustered) ones, classified as CCCE classifies its donors (``pool_options``:
     ``max_cells_discrete``, ``max_overlap_ratio``; CC framework Tables 1-2 rows).
+    ``init_file``: the file the ``init`` param needs (ImageNet weights, a ResNet state dict,
+    or the warm-start source's ``model.pt``).
     """
     split = _read_splits(splits)
     train_names = list(split["train"])
@@ -82,7 +85,8 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
             refs.append(DataRef(Path(next(dirs)), None, map_path, source))
     val = DataRef(Path(data), split["val"]) if split["val"] else None
     return TrainInputs(refs, val, list(mix) if mix is not None else None, map_variant,
-                       Path(teacher) if teacher else None, pool)
+                       Path(teacher) if teacher else None, pool,
+                       Path(init_file) if init_file else None)
 
 
 def train_experiment(model: str, out_model, params: dict, seed: int, inputs: TrainInputs,

@@ -20,7 +20,16 @@ learning-rate schedule, validation or a whole ``training_step``), registered by 
 * a non-finite loss stops the run naming the experiment and iteration, before any step or
   checkpoint; a checkpoint is never written from non-finite weights;
 * one deterministic ``model.pt`` layout ``{format, trainer, params, state_dict, seed, inputs,
-  iterations}`` and atomic writes of every output.
+  iterations[, init]}`` and atomic writes of every output;
+* initialisation (the ``init`` param of families that have one): ``scratch``, ``imagenet``
+  (torchvision's ImageNet ResNet file, found in ``resources/weights/`` or the torch hub cache,
+  or handed over as ``TrainInputs.init_file``), ``{file: PATH}`` (a torchvision ResNet state
+  dict) or ``{from: EXPERIMENT, part: all|backbone|...}`` (warm start from that experiment's
+  ``model.pt``, the ``init_file``: tensors whose names and shapes match). The resolved init
+  (kind, file sha256, source experiment) is in the fingerprint and in ``model.pt``;
+* one optimiser/schedule setup: ``bias_lr_factor`` (bias learning rate x factor, one extra
+  parameter group) and linear warm-up over ``warmup`` iterations from ``warmup_factor``
+  (null: from 1/warmup), then steps at ``lr_steps``, for every family that has these keys.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from overlapseg.utils.io import atomic_dir, atomic_path, write_json
+from overlapseg.utils.io import atomic_dir, atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,7 @@ class TrainInputs:
     map_variant: str | None = None
     teacher: Path | None = None
     pool: str = "all"
+    init_file: Path | None = None  # the file ``params.init`` needs, resolved by the workflow
 
     def data_digest(self) -> str:
         """sha256 of what the training data is: each source's image names and the bytes of its
@@ -312,6 +322,10 @@ class Trainer:
     #: instance models predict COCO results; generators (GANs) synthesise datasets instead
     PRODUCES_INSTANCES: ClassVar[bool] = True
     USES_TEACHER: ClassVar[bool] = False
+    #: the network has a torchvision ResNet backbone: ``init`` may be imagenet or {file: ...}
+    IMAGENET_BACKBONE: ClassVar[bool] = False
+    #: ``init: {from: ..., part: NAME}``: state-dict name prefixes each part copies
+    INIT_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("",)}
     _RUN_KEYS = ("iterations", "checkpoint_every", "threads", "workers")
 
     def __init__(self, params: dict | None = None, seed: int = 0, device: str = "cpu",
@@ -324,6 +338,8 @@ class Trainer:
         self.for_inference = False  # load(): weights come from model.pt, not a pretrained file
         self.train_scale = 1.0  # pixel scale of the training data (set by train()/load())
         self._fingerprint: str | None = None  # computed once: it hashes data and code
+        self._init: dict | None = None  # resolved ``init`` (see resolved_init)
+        self._init_source: Path | None = None  # the file it reads
         self.check_inputs(inputs)
 
     # ---- params ------------------------------------------------------------------------
@@ -343,6 +359,38 @@ class Trainer:
         for key in ("iterations", "batch_size", "checkpoint_every", "accumulate"):
             if not isinstance(p[key], int) or p[key] < 1:
                 raise ValueError(f"{cls.name} param {key}={p[key]!r}: must be a positive integer")
+        if "init" in p:
+            p["init"] = cls.check_init(p["init"])
+        if "bias_lr_factor" in p and not (isinstance(p["bias_lr_factor"], (int, float))
+                                          and p["bias_lr_factor"] > 0):
+            raise ValueError(f"{cls.name} param bias_lr_factor={p['bias_lr_factor']!r}: must be > 0")
+        factor = p.get("warmup_factor")
+        if factor is not None and not (isinstance(factor, (int, float)) and 0 < factor <= 1):
+            raise ValueError(f"{cls.name} param warmup_factor={factor!r}: must be in (0, 1] or null")
+
+    @classmethod
+    def check_init(cls, init: Any) -> Any:
+        """The ``init`` param checked (``{from: X}`` gets ``part: all``); else a one-line error."""
+        parts = "|".join(cls.INIT_PARTS)
+        usage = (f"use scratch, {'imagenet, {file: PATH}, ' if cls.IMAGENET_BACKBONE else ''}"
+                 f"or {{from: EXPERIMENT, part: {parts}}}")
+        where = f"{cls.name} param init={init!r}"
+        if init == "scratch":
+            return init
+        if init == "imagenet" or (isinstance(init, dict) and set(init) == {"file"}):
+            if not cls.IMAGENET_BACKBONE:
+                raise ValueError(f"{where}: {cls.name} has no ResNet backbone for ImageNet weights; {usage}")
+            if isinstance(init, dict) and not (isinstance(init["file"], str) and init["file"]):
+                raise ValueError(f"{where}: file must be a path")
+            return init
+        if isinstance(init, dict) and "from" in init and set(init) <= {"from", "part"}:
+            if not (isinstance(init["from"], str) and init["from"]):
+                raise ValueError(f"{where}: from must name an experiment")
+            part = init.get("part", "all")
+            if part not in cls.INIT_PARTS:
+                raise ValueError(f"{where}: part must be one of {parts}")
+            return {"from": init["from"], "part": part}
+        raise ValueError(f"{where}: {usage}")
 
     def check_inputs(self, inputs: TrainInputs | None) -> None:
         """Reject inputs this trainer cannot use (called at config load and before training)."""
@@ -379,7 +427,97 @@ class Trainer:
                 "inputs": self.inputs.describe() if self.inputs else None,
                 "data": self.inputs.data_digest() if self.inputs else None,
                 "code": code_digest()}
+        if "init" in self.params:  # what the weights start from, not only what was asked
+            key["init_resolved"] = {k: v for k, v in self.resolved_init().items()
+                                    if k in ("kind", "arch", "sha256", "source", "part")}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # ---- initialisation ------------------------------------------------------------------
+    def resolved_init(self) -> dict:
+        """What the weights start from: ``{kind, frozen_bn[, arch, file, sha256, source, part,
+        source_init]}``; read from ``model.pt`` when loaded for inference."""
+        if self._init is None:
+            self._init = self._resolve_init()
+        return self._init
+
+    @property
+    def frozen_bn(self) -> bool:
+        """Whether the network is built for pretrained weights (FrozenBN, ImageNet normalisation)."""
+        return bool(self.resolved_init().get("frozen_bn", False))
+
+    def _resolve_init(self) -> dict:
+        init = self.params.get("init", "scratch")
+        given = Path(self.inputs.init_file) if self.inputs is not None and self.inputs.init_file else None
+        if init == "scratch":
+            return {"kind": "scratch", "frozen_bn": False}
+        from overlapseg.models import weights
+
+        if init == "imagenet" or "file" in init:
+            arch = weights.resnet_arch(self.params["depth"])
+            if init == "imagenet":
+                path = given or weights.find_imagenet_weights(arch)
+                if path is None:
+                    name = weights.imagenet_weights_file(arch)
+                    raise FileNotFoundError(
+                        f"{self.name} init imagenet: {name} is in neither {weights.WEIGHTS_DIR}/ nor "
+                        f"{weights.hub_checkpoint_dir()}/; run `overlapseg weights fetch --arch {arch} "
+                        f"--out {weights.WEIGHTS_DIR}` (needs internet) or put the file there")
+            else:
+                path = Path(init["file"])
+                if given is not None and given.resolve() != path.resolve():
+                    raise ValueError(f"{self.name} param init={init!r}: the workflow hands over another "
+                                     f"file ({given})")
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: init weights file not found ({self.name} init {init!r})")
+            self._init_source = path
+            return {"kind": "imagenet" if init == "imagenet" else "file", "frozen_bn": True,
+                    "arch": arch, "file": path.name, "sha256": sha256_file(path)}
+        if given is None:
+            raise ValueError(f"{self.name} param init={init!r}: needs experiment {init['from']!r}'s "
+                             "model.pt as the init file (TrainInputs.init_file, --init-file)")
+        source = read_model_file(given)
+        self._init_source = given
+        source_init = source.get("init") or {"kind": "scratch", "frozen_bn": False}
+        return {"kind": "from", "frozen_bn": bool(source_init.get("frozen_bn", False)),
+                "source": init["from"], "part": init["part"], "file": given.name,
+                "sha256": sha256_file(given), "source_trainer": source["trainer"],
+                "source_init": {k: v for k, v in source_init.items()
+                                if k in ("kind", "file", "sha256", "source")}}
+
+    def backbone_body(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The torchvision ResNet inside ``model`` that ImageNet weights go into."""
+        raise NotImplementedError(f"{self.name}: no ResNet backbone")
+
+    def apply_init(self, model: torch.nn.Module) -> None:
+        """Load the resolved init's weights into the freshly built ``model`` (logged, recorded)."""
+        init = self.resolved_init()
+        if init["kind"] == "scratch":
+            return
+        from overlapseg.models import weights
+
+        path = self._init_source
+        if init["kind"] in ("imagenet", "file"):
+            n = weights.load_resnet_weights(self.backbone_body(model), path, init["arch"])
+            init["loaded"] = n
+            log.info("init %s: %d %s tensors from %s (sha256 %s)", init["kind"], n, init["arch"],
+                     path, init["sha256"][:12])
+            return
+        source = read_model_file(path)["state_dict"]
+        prefixes = self.INIT_PARTS[init["part"]]
+        loaded, skipped = weights.copy_matching(model, source, prefixes)
+        if not loaded:
+            raise ValueError(f"{path}: no tensor of experiment {init['source']!r} "
+                             f"({init['source_trainer']}) matches this {self.name} model by name and "
+                             f"shape (part {init['part']})")
+        own = [k for k in model.state_dict() if k.startswith(prefixes)]
+        init["loaded"], init["skipped"] = len(loaded), len(skipped)
+        log.info("warm start from %s (part %s): loaded %d of this model's %d tensors%s; skipped %d "
+                 "source tensors (name or shape differ)%s", init["source"], init["part"], len(loaded),
+                 len(own), "" if len(loaded) == len(own) else
+                 f" (not loaded: {', '.join(sorted(set(own) - set(loaded))[:8])}"
+                 f"{', ...' if len(own) - len(loaded) > 8 else ''})",
+                 len(skipped), f": {', '.join(skipped[:8])}{', ...' if len(skipped) > 8 else ''}"
+                 if skipped else "")
 
     # ---- steps subclasses supply ---------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
@@ -406,9 +544,21 @@ class Trainer:
     def on_data_loaded(self, model: torch.nn.Module, data: Any) -> None:
         """Hook after model and data exist (e.g. output-bias priors)."""
 
+    def parameter_groups(self, model: torch.nn.Module) -> list:
+        """Trainable parameters; with ``bias_lr_factor`` != 1, two groups: weights at ``lr`` and
+        biases at ``lr * bias_lr_factor`` (IRNet's recipe, after maskrcnn-benchmark)."""
+        named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+        factor = float(self.params.get("bias_lr_factor", 1.0))
+        if factor == 1.0:
+            return [q for _, q in named]
+        is_bias = [n.rsplit(".", 1)[-1] == "bias" for n, _ in named]
+        return [{"params": [q for (_, q), b in zip(named, is_bias) if not b]},
+                {"params": [q for (_, q), b in zip(named, is_bias) if b],
+                 "lr": float(self.params["lr"]) * factor}]
+
     def configure_optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
         p = self.params
-        params = [q for q in model.parameters() if q.requires_grad]
+        params = self.parameter_groups(model)
         if p.get("optimizer", "adamw") == "sgd":
             opt = torch.optim.SGD(params, lr=float(p["lr"]), momentum=float(p.get("momentum", 0.9)),
                                   weight_decay=float(p["weight_decay"]))
@@ -419,10 +569,18 @@ class Trainer:
         return {"model": opt}
 
     def lr_factor(self, iteration: int) -> float:
-        """Learning-rate multiplier at ``iteration`` (default: linear warmup, then steps)."""
+        """Learning-rate multiplier at ``iteration``: linear warm-up over ``warmup`` iterations
+        from ``warmup_factor`` (Detectron2/maskrcnn-benchmark's ramp; null: from 1/warmup,
+        reaching 1 at the last warm-up iteration), then 10x drops at ``lr_steps``."""
         p = self.params
         warmup = int(p.get("warmup", 0) or 0)
-        warm = min(1.0, (iteration + 1) / warmup) if warmup else 1.0
+        start = p.get("warmup_factor")
+        if not warmup or iteration >= warmup:
+            warm = 1.0
+        elif start is None:
+            warm = (iteration + 1) / warmup
+        else:
+            warm = start + (1 - start) * iteration / warmup
         steps = [int(f * p["iterations"]) for f in p.get("lr_steps", [])]
         return warm * 0.1 ** sum(iteration >= s for s in steps)
 
@@ -503,6 +661,8 @@ class Trainer:
             raise ValueError(f"{self.name}: no training data given")
         out_dir = Path(out_dir)
         self.experiment = out_dir.name
+        if "init" in self.params:
+            self.resolved_init()  # a missing or unreadable init file fails before any work
         out_dir.mkdir(parents=True, exist_ok=True)
         p = self.params
         set_threads(p["threads"])
@@ -513,6 +673,8 @@ class Trainer:
                if self.inputs.val is not None and self.wants_validation() else None)
         model = self.build_model()
         self.on_data_loaded(model, data)
+        if "init" in p:
+            self.apply_init(model)  # after on_data_loaded: a warm start keeps trained biases
         model = model.to(self.device)
         optimizers = self.configure_optimizers(model)
         schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for k, o in optimizers.items()}
@@ -568,6 +730,7 @@ class Trainer:
                 "seed": self.seed, "iterations": int(self.params["iterations"]),
                 "train_scale": self.train_scale,
                 "inputs": self.inputs.describe() if self.inputs else None,
+                **({"init": self.resolved_init()} if "init" in self.params else {}),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
     def _save_checkpoint(self, path: Path, model, optimizers, schedulers, scaler, iteration: int) -> None:
@@ -615,18 +778,18 @@ class Trainer:
         path = Path(model_dir) / "model.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: trained model not found")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not an overlapseg model file (format {MODEL_FORMAT})")
+        state = read_model_file(path)
         klass = get_trainer(state["trainer"])
         if cls is not Trainer and not issubclass(klass, cls):
             raise ValueError(f"{path}: model of trainer {state['trainer']!r}, not {cls.name!r}")
-        stored = state["params"]
+        stored = {k: v for k, v in state["params"].items()
+                  if not (k in RETIRED_PARAMS and v == RETIRED_PARAMS[k])}
         overrides = {k: v for k, v in (params or {}).items() if k in klass.INFERENCE_KEYS + ("threads",)}
         trainer = klass({**stored, **overrides}, state["seed"], device)
         trainer.experiment = Path(model_dir).name
         trainer.for_inference = True
         trainer.train_scale = float(state.get("train_scale", 1.0))
+        trainer._init = state.get("init") or {"kind": "scratch", "frozen_bn": False}
         model = trainer.build_model()
         model.load_state_dict(state["state_dict"])
         return trainer, model.to(device).eval()
@@ -671,6 +834,25 @@ class Trainer:
                 np.savez_compressed(buffer, **semantic)
                 (tmp_dir / f"{name}.npz").write_bytes(buffer.getvalue())
         write_json(out_json, results)
+
+
+#: params of older model files that no longer exist, at the value that means "as today"
+RETIRED_PARAMS = {"pretrained_backbone": None}
+
+
+def read_model_file(path: Path) -> dict:
+    """An overlapseg ``model.pt`` (format checked); a bad file is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: trained model not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: unreadable model file (truncated or not a torch file: {first})") from None
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an overlapseg model file (format {MODEL_FORMAT})")
+    return state
 
 
 def get_trainer(name: str) -> type[Trainer]:

@@ -23,7 +23,4 @@ class CCNetTrainer(MaskRCNNTrainer):
                     "batch_size": 2, "warmup": 1}
 
     def build_model(self):
-        p = dict(self.params)
-        if self.for_inference:
-            p["pretrained_backbone"] = None  # weights come from model.pt
-        return build_ccnet(p)
+        return build_ccnet(self.params, self.frozen_bn)

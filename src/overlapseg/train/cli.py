@@ -32,7 +32,8 @@ def cmd_train(args) -> None:
                              f"({', '.join(sources)}): one directory per source, in that order")
         maps = args.maps
     inputs = build_inputs(args.data, args.splits, sources, [d for _, d in args.source],
-                          args.map_variant, maps, args.mix, args.teacher, args.pool)
+                          args.map_variant, maps, args.mix, args.teacher, args.pool,
+                          init_file=args.init_file)
     train_experiment(args.model, args.out / "model.pt", _params(args.params), args.seed, inputs,
                      args.device)
 
@@ -75,6 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", type=Path, help="model.pt of a teacher, for trainers that distil")
     p.add_argument("--pool", choices=["all", "discrete", "aggregated"], default="all",
                    help="real training images kept: all, only discrete (isolated cells) or aggregated ones")
+    p.add_argument("--init-file", type=Path, metavar="PATH",
+                   help="file the params' init needs: ImageNet ResNet weights (init: imagenet; default: "
+                        "found in resources/weights or the torch hub cache) or the model.pt of the "
+                        "experiment that init: {from: EXPERIMENT} warm-starts from")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train)

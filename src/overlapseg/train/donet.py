@@ -15,4 +15,4 @@ class DoNetTrainer(MaskRCNNTrainer):
     DEFAULTS = {**MASKRCNN_DEFAULTS, **DONET_DEFAULTS}
 
     def build_model(self):
-        return build_donet(self.params, pretrained=not self.for_inference)
+        return build_donet(self.params, self.frozen_bn)

@@ -9,7 +9,8 @@ import torch
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, encode_mask
 from overlapseg.data.preprocess import to_float_gray
 from overlapseg.data.semantic import semantic_targets
-from overlapseg.models.maskrcnn import build_maskrcnn
+from overlapseg.models.maskrcnn import MASKRCNN_DEFAULTS as NETWORK_DEFAULTS
+from overlapseg.models.maskrcnn import build_maskrcnn_from_params
 from overlapseg.train.base import DataRef, Trainer, register
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 DETECTION_DEFAULTS = {
     **Trainer.DEFAULTS,
     "image_size": 512,
-    "pretrained_backbone": None,
+    # scratch | imagenet | {file: PATH} | {from: EXPERIMENT, part: all|backbone}
+    # (overlapseg.models.weights; the workflow hands the file over as TrainInputs.init_file)
+    "init": "scratch",
     "iterations": 300,
     "batch_size": 2,
     "optimizer": "sgd",
@@ -26,6 +29,8 @@ DETECTION_DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "warmup": 50,
+    "warmup_factor": None,  # lr factor at iteration 0 of the linear warm-up (null: 1/warmup)
+    "bias_lr_factor": 1.0,  # biases learn at lr x this (IRNet: 2)
     "lr_steps": [0.75, 0.9],  # fractions of training where lr drops 10x
     "grad_clip": 10.0,
     "checkpoint_every": 100,
@@ -39,20 +44,8 @@ DETECTION_DEFAULTS = {
     "tile_overlap": 128,
 }
 
-MASKRCNN_DEFAULTS = {
-    **DETECTION_DEFAULTS,
-    "depth": 18,
-    "anchor_sizes": [16, 32, 64, 128, 256],
-    # head sizes (torchvision defaults; smaller for CPU budgets) and ROI sampling
-    "fpn_channels": 256,
-    "mask_head_channels": 256,
-    "box_head_dim": 1024,
-    "box_batch_size_per_image": 512,
-    "rpn_post_nms_top_n_train": 2000,
-    # detections kept per image (torchvision's 100); every one runs the mask head(s), so a
-    # from-scratch model scoring everything alike pays for all of them at inference
-    "detections_per_image": 100,
-}
+#: the network's keys (:data:`overlapseg.models.maskrcnn.MASKRCNN_DEFAULTS`) on the loop's
+MASKRCNN_DEFAULTS = {**DETECTION_DEFAULTS, **NETWORK_DEFAULTS}
 
 
 # ----------------------------------------------------------------------------- data
@@ -117,7 +110,8 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
 # ----------------------------------------------------------------------------- trainer
 @register("maskrcnn")
 class MaskRCNNTrainer(Trainer):
-    """Mask R-CNN (R-FPN, GroupNorm, from scratch); subclasses change ``build_model`` only.
+    """Mask R-CNN (ResNet-FPN; GroupNorm from scratch, FrozenBN with pretrained weights);
+    subclasses change ``build_model`` only.
 
     Any torchvision-style detector fits: ``model(images, targets)`` returns named losses in
     training mode, and ``model(images)`` a list of ``boxes/labels/scores/masks`` dicts in eval
@@ -129,9 +123,14 @@ class MaskRCNNTrainer(Trainer):
                     "box_head_dim": 32, "box_batch_size_per_image": 32,
                     "rpn_post_nms_top_n_train": 100, "warmup": 1, "batch_size": 2}
     INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold", "max_side", "tile_overlap")
+    IMAGENET_BACKBONE = True
+    INIT_PARTS = {"all": ("",), "backbone": ("backbone.",)}  # backbone: ResNet + FPN / laterals
 
     def build_model(self) -> torch.nn.Module:
-        return build_from_params(self.params, pretrained=not self.for_inference)
+        return build_maskrcnn_from_params(self.params, self.frozen_bn)
+
+    def backbone_body(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.backbone.body
 
     def load_data(self, refs: list[DataRef]) -> InstanceData:
         return InstanceData(refs)
@@ -209,14 +208,3 @@ def instance_outputs(masks: np.ndarray, scores: np.ndarray, labels: np.ndarray, 
     cyto, nuc = CATEGORY_IDS["cytoplasm"], CATEGORY_IDS["nucleus"]
     semantic = semantic_targets(masks[confident & (labels == cyto)], masks[confident & (labels == nuc)])
     return results, semantic
-
-
-def build_from_params(p: dict, pretrained: bool, **kwargs):
-    """The Mask R-CNN a params dict describes (``kwargs``: e.g. ``roi_heads=`` of a subclass)."""
-    return build_maskrcnn(p["depth"], p["image_size"], p["anchor_sizes"],
-                          p["pretrained_backbone"] if pretrained else None,
-                          fpn_channels=p["fpn_channels"], mask_head_channels=p["mask_head_channels"],
-                          box_head_dim=p["box_head_dim"],
-                          box_batch_size_per_image=p["box_batch_size_per_image"],
-                          rpn_post_nms_top_n_train=p["rpn_post_nms_top_n_train"],
-                          detections_per_image=p["detections_per_image"], **kwargs)

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
 from overlapseg.data.preprocess import to_float_gray
 from overlapseg.data.semantic import semantic_targets
-from overlapseg.models.seunet import SEUNet, build_seunet, head_names
+from overlapseg.models.seunet import SEUNET_MODEL_DEFAULTS, SEUNet, build_seunet, head_names
 from overlapseg.models.sliding_window import sliding_window
 from overlapseg.models.watershed import labels_to_coco, nucleus_instances, watershed_cells
 from overlapseg.train.base import DataRef, Trainer, draw_items, register
@@ -39,18 +39,10 @@ log = logging.getLogger(__name__)
 
 SEUNET_DEFAULTS: dict = {
     **Trainer.DEFAULTS,
-    # model
-    "heads": "2-head",            # base | 2-head | 3-head | 4-head
-    "overlap": False,             # extra overlap decoder branch
-    "base_channels": 32,
-    "depth": 4,
-    "norm": "batch",              # batch | group | none
-    "se_reduction": 8,
-    "prior_init": True,           # output biases start at the logit of each class's frequency
-    # overlap loss (the map variant comes from the experiment's inputs.maps)
-    "focal_mode": "recalibrate",  # recalibrate (Eq. 4.5) | reweight (Eq. 5.1)
-    "focal_alpha": 0.25,
-    "focal_gamma": 2.0,
+    **SEUNET_MODEL_DEFAULTS,
+    # scratch (the thesis trains SEU-Nets from scratch: no ImageNet encoder) or a warm start
+    # {from: EXPERIMENT, part: all|encoder} from another experiment's model.pt
+    "init": "scratch",
     # training
     "crop": 512,
     "batch_size": 4,
@@ -300,6 +292,7 @@ class SEUNetTrainer(Trainer):
                     "watershed": {"min_size": 5, "min_nucleus_size": 2, "min_distance": 4}}
     INFERENCE_KEYS = ("tile", "stride", "thresholds", "watershed")
     USES_MAPS = True
+    INIT_PARTS = {"all": ("",), "encoder": ("encoder.",)}  # SparseSEU-Net shares the encoder
 
     @classmethod
     def validate_params(cls, p: dict) -> None:

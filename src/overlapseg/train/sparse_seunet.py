@@ -7,6 +7,8 @@ of semantic planes; ``accumulate`` micro-batches per optimiser step as in the th
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seune
                                              check_sparse_params, predict_instances, sparse_losses)
 from overlapseg.train.base import DataRef, register
 from overlapseg.train.maskrcnn import instance_outputs
-from overlapseg.train.seunet import SEUNetTrainer, _load_map, _random_crop, augment
+from overlapseg.train.seunet import SEUNET_DEFAULTS, SEUNetTrainer, _load_map, _random_crop, augment
 
 
 class InstanceStacks:
@@ -57,7 +59,7 @@ class InstanceStacks:
 
 @register("sparse_seunet")
 class SparseSEUNetTrainer(SEUNetTrainer):
-    DEFAULTS = SPARSE_DEFAULTS
+    DEFAULTS = {**copy.deepcopy(SEUNET_DEFAULTS), **SPARSE_DEFAULTS}
     SMOKE_PARAMS = {"base_channels": 4, "depth": 2, "crop": 32, "batch_size": 2, "accumulate": 2,
                     "n_instances": 8, "inst_dim": 8, "mask_dim": 8, "branch_convs": 1,
                     "lr": 1e-3, "tile": 48, "stride": 24}

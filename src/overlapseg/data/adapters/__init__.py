@@ -51,3 +51,15 @@ def check_adapter_options(fmt: str, options: dict, where: str) -> None:
         hint = f"; did you mean {', '.join(map(repr, hints))}?" if hints else ""
         raise ValueError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} for format "
                          f"{fmt!r} (known: {', '.join(known) or 'none'}){hint}")
+
+
+def check_config_adapter_options(config: dict) -> None:
+    """Every ``datasets.NAME.options`` of a workflow config known to its format's adapter.
+
+    The config checks (``overlapseg.utils.config``) sit below ``data`` and cannot import this
+    package; the caller that owns the config (the Snakefile, or a config module above
+    ``data``) passes this function in, e.g. ``validate_config(config, schema,
+    extra_checks=[check_config_adapter_options])``.
+    """
+    for name, ds in (config.get("datasets") or {}).items():
+        check_adapter_options(ds["format"], ds.get("options") or {}, f"config: datasets.{name}.options")
