@@ -188,3 +188,29 @@ def test_audit_cli_prints_the_chain_and_flags_changed_files(tree, capsys):
     assert "[CHANGED since the table was built]" in capsys.readouterr().out
     assert main(["audit", "results/demo/tables/other.csv", "--row", "x", "--column", "AP"]) == 2
     assert "other.provenance.json: no provenance file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, line_start", [
+    ("results/demo/splits.json", "splits       demo: results/demo/splits.json"),
+    ("results/demo/semantic/seunet_2head/a.npz", "semantic     results/demo/semantic/seunet_2head"),
+    ("results/demo/data/images/a.png", "dataset      demo: results/demo/data"),
+    ("results/demo/raw/isbi_train_GT.mat", "raw          results/demo/raw/isbi_train_GT.mat"),
+    ("results/demo/synth/ccce/annotations.json", "synthetic    ccce: results/demo/synth/ccce"),
+])
+def test_audit_rehashes_splits_semantic_dataset_raw_and_sources(tree, capsys, edit, line_start):
+    """Issue 31 item 7: these were listed from the record without re-hashing (rc 0 after an edit)."""
+    tmp, _ = tree
+    args = ["audit", "results/demo/tables/study_heads.csv", "--row", "seunet_2head", "--column", "cytoplasm/AP"]
+    assert main(args) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(line_start)]
+    assert line.endswith("[ok]")
+    path = tmp / edit
+    path.write_bytes(path.read_bytes() + b" ")
+    assert main(args) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(line_start)]
+    assert line.endswith("[CHANGED since the table was built]")
+    path.unlink()  # a file removed from a recorded folder changes the folder's tree hash
+    assert main(args) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(line_start)]
+    assert line.endswith("[MISSING]" if edit.endswith((".json", ".mat")) and "/synth/" not in edit
+                         else "[CHANGED since the table was built]")

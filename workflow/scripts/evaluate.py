@@ -4,7 +4,8 @@ snakemake.input:  gt (COCO test-split annotations), pred (COCO results list),
                   semantic (directory of {image name}.npz semantic maps; optional)
 snakemake.output: [0] metrics JSON (results/{dataset}/metrics/{experiment}.json)
 snakemake.params: categories, overlap_bins (edges), boundary_dilation, border_width,
-                  optional score_threshold, and either provenance (dict) or config + seed
+                  optional score_threshold, isbi_criterion and max_detections (AP's
+                  per-image limit; default: follows the data), and either provenance (dict) or config + seed
                   from which overlapseg.provenance builds it.
 """
 from pathlib import Path
@@ -22,7 +23,8 @@ metrics = evaluate(inp.gt, inp.pred, categories=tuple(par.categories), semantic_
                    overlap_bins=par.overlap_bins, border_width=par.border_width,
                    boundary_dilation=par.boundary_dilation,
                    score_threshold=getattr(par, "score_threshold", 0.5),
-                   isbi_criterion=getattr(par, "isbi_criterion", "iou"))
+                   isbi_criterion=getattr(par, "isbi_criterion", "iou"),
+                   max_detections=getattr(par, "max_detections", None))
 prov = getattr(par, "provenance", None)
 if prov is None:
     inputs = [inp.gt, inp.pred] + ([semantic] if semantic else [])

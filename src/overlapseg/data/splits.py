@@ -86,6 +86,11 @@ def make_splits(ds: CanonicalDataset, seed: int = 0, val_fraction: float = 0.2,
         raise ValueError(f"unknown split preset {preset!r}; known: {', '.join(PRESETS)}")
     if preset != "test-only" and not splits["train"]:
         raise DataError(ds.annotation_file, f"split leaves no training images ({len(names)} images)")
+    if preset is None and test_fraction > 0 and not splits["test"]:
+        # every metric of the study would be n/a and the figures job would fail much later
+        raise DataError(ds.annotation_file, f"split leaves no test images ({len(names)} image(s), "
+                        f"test_fraction {test_fraction}); add images, or use test_fraction 0 for a "
+                        "training-only dataset")
     return splits
 
 

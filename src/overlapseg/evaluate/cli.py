@@ -14,6 +14,7 @@ def cmd_evaluate(args) -> None:
     metrics = evaluate(args.gt, args.pred, categories=tuple(args.categories), iou_type=args.iou_type,
                        semantic_dir=args.semantic, border_width=args.border_width,
                        boundary_dilation=args.boundary_dilation, score_threshold=args.score_threshold,
+                       max_detections=args.max_detections,
                        **({"overlap_bins": bins} if bins else {}))
     provenance = read_json(args.provenance) if args.provenance else None
     write_metrics(args.out, metrics, provenance)
@@ -40,4 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--boundary-dilation", type=float, default=0.02)
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="score cut for AJI/Dice/F1/ISBI/pixel-F1 (AP uses all predictions)")
+    p.add_argument("--max-detections", type=int, default=None,
+                   help="predictions per image and category that AP counts (default: at least the "
+                        "most of any image, so none is dropped; a smaller value warns)")
     p.set_defaults(func=cmd_evaluate)

@@ -7,7 +7,9 @@ and never computed when no family in the list asks for it.
 """
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
@@ -20,6 +22,8 @@ from overlapseg.evaluate.boundary import boundary_rle
 from overlapseg.evaluate.inputs import EvalInputs, load_inputs
 from overlapseg.evaluate.matching import DetectionCounts, PairTable, pair_table
 from overlapseg.evaluate.overlap import DEFAULT_BINS, bin_label, check_bins
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class EvalOptions:
     isbi_threshold: float = 0.7
     isbi_criterion: str = "iou"
     error_min_dice: float = 0.5
+    max_detections: int | None = None  # COCOeval's per-image limit; None: follow the data
 
     @property
     def bin_labels(self) -> list[str]:
@@ -78,8 +83,11 @@ class EvalContext:
               overlap_bins: Sequence[Sequence[float]] = DEFAULT_BINS, border_width: int = 2,
               boundary_dilation: float = 0.02, score_threshold: float = 0.5,
               isbi_threshold: float = 0.7, isbi_criterion: str = "iou",
-              error_min_dice: float = 0.5) -> "EvalContext":
+              error_min_dice: float = 0.5, max_detections: int | None = None) -> "EvalContext":
         """Validate options (before reading any file), then load ``gt_json``/``pred_json``."""
+        if max_detections is not None and (isinstance(max_detections, bool) or not isinstance(
+                max_detections, int) or max_detections < 1):
+            raise ValueError(f"max_detections must be a positive integer or None, got {max_detections!r}")
         if iou_type not in ("segm", "boundary"):
             raise ValueError(f"iou_type must be 'segm' or 'boundary', got {iou_type!r}")
         if isbi_criterion not in ("dice", "iou"):
@@ -90,19 +98,45 @@ class EvalContext:
             categories=tuple(categories), iou_type=iou_type, semantic_dir=semantic_dir,
             overlap_bins=tuple(check_bins(overlap_bins)), border_width=border_width,
             boundary_dilation=boundary_dilation, score_threshold=score_threshold,
-            isbi_threshold=isbi_threshold, isbi_criterion=isbi_criterion, error_min_dice=error_min_dice)
+            isbi_threshold=isbi_threshold, isbi_criterion=isbi_criterion, error_min_dice=error_min_dice,
+            max_detections=max_detections)
         return cls(load_inputs(gt_json, pred_json), options)
 
     # ------------------------------------------------------------------ COCOeval runs
+    @cached_property
+    def most_per_image(self) -> tuple[int, int]:
+        """(most gt instances, most predictions) of one image and category."""
+        def most(anns):
+            counts = Counter((a["image_id"], a["category_id"]) for a in anns)
+            return max(counts.values(), default=0)
+        return most(self.gt_anns), most(self.dt_anns)
+
+    @cached_property
+    def max_dets(self) -> int:
+        """COCOeval's limit of detections per image and category: the ``max_detections``
+        setting, or else at least COCO's 100 and the most instances or predictions of one
+        image, so no prediction is dropped. A setting below the data is warned about."""
+        most_gt, most_dt = self.most_per_image
+        setting = self.options.max_detections
+        if setting is None:
+            return max(coco_ap.COCO_MAX_DETS, most_gt, most_dt)
+        if most_dt > setting:
+            counts = Counter((a["image_id"], a["category_id"]) for a in self.dt_anns)
+            over = sorted({i for (i, _), n in counts.items() if n > setting})
+            log.warning("%s: %d image(s) have more than max_detections=%d predictions of one category "
+                        "(up to %d); AP counts only the %d highest-scored per image and category",
+                        self.inputs.pred_source, len(over), setting, most_dt, setting)
+        return setting
+
     @cached_property
     def gt_coco(self):
         return coco_ap.make_coco(self.images, self.cats, self.gt_anns)
 
     @cached_property
     def mask_eval(self) -> COCOeval:
-        """Stock pycocotools run on mask IoU (unchanged COCO AP)."""
+        """pycocotools run on mask IoU (COCO AP, ``max_dets`` detections per image)."""
         return coco_ap.run_cocoeval(self.gt_coco, coco_ap.make_coco(self.images, self.cats, self.dt_anns),
-                                    self.cat_ids)
+                                    self.cat_ids, max_dets=self.max_dets)
 
     @cached_property
     def boundaries(self) -> dict[tuple[str, int], dict]:
@@ -121,7 +155,7 @@ class EvalContext:
         return coco_ap.run_cocoeval(
             coco_ap.make_coco(self.images, self.cats, [{**a, "boundary": b["gt", a["id"]]} for a in self.gt_anns]),
             coco_ap.make_coco(self.images, self.cats, [{**a, "boundary": b["dt", a["id"]]} for a in self.dt_anns]),
-            self.cat_ids, b_cls)
+            self.cat_ids, b_cls, max_dets=self.max_dets)
 
     @property
     def main_eval(self) -> COCOeval:

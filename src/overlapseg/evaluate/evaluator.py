@@ -43,12 +43,15 @@ def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytopla
              overlap_bins: Sequence[Sequence[float]] = DEFAULT_BINS, border_width: int = 2,
              boundary_dilation: float = 0.02, score_threshold: float = 0.5,
              isbi_threshold: float = 0.7, isbi_criterion: str = "iou",
-             error_min_dice: float = 0.5, families: Sequence[MetricFamily] | None = None) -> dict:
+             error_min_dice: float = 0.5, max_detections: int | None = None,
+             families: Sequence[MetricFamily] | None = None) -> dict:
     """Compute the full metric suite. ``gt_json``: path or COCO dict; ``pred_json``: path or list.
 
     ``iou_type`` picks the IoU behind the AP-family keys and the overlap-binned AP: "segm"
     (mask IoU) or "boundary" (min(mask IoU, Boundary IoU)); ``boundary_AP`` is always
     reported. ``semantic_dir`` holds ``{image name}.npz`` semantic predictions.
+    ``max_detections``: detections per image and category the AP family counts (None: at
+    least the most predictions of one image, so none is dropped; a smaller number warns).
     ``families`` (default ``METRIC_FAMILIES``, see evaluate/families.py) are run in order on
     one shared ``EvalContext`` and their outputs merged.
     """
@@ -56,7 +59,8 @@ def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytopla
                             semantic_dir=semantic_dir, overlap_bins=overlap_bins,
                             border_width=border_width, boundary_dilation=boundary_dilation,
                             score_threshold=score_threshold, isbi_threshold=isbi_threshold,
-                            isbi_criterion=isbi_criterion, error_min_dice=error_min_dice)
+                            isbi_criterion=isbi_criterion, error_min_dice=error_min_dice,
+                            max_detections=max_detections)
     fams = METRIC_FAMILIES if families is None else families
     return merge_family_outputs(ctx.categories, ((f.__name__, f(ctx)) for f in fams))
 

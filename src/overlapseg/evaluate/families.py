@@ -74,7 +74,7 @@ def tp_boundary_metrics(ctx: EvalContext) -> dict:
     """AP_TP_boundary@0.5, @0.7 (CC-framework paper, Sec. 3.3): boundary quality of true positives.
 
     True positives are COCOeval's own matches at mask IoU >= t (t = 0.5, 0.7; area "all",
-    100 detections). Their Boundary IoU is scored like AP over boundary thresholds: the
+    ``max_dets`` detections). Their Boundary IoU is scored like AP over boundary thresholds: the
     fraction of those true positives with Boundary IoU >= tau, averaged over
     tau = 0.50:0.05:0.95. False positives and misses do not enter (None if no TP).
     """
@@ -186,7 +186,7 @@ def overlap_metrics(ctx: EvalContext) -> dict:
             if uu > 0:
                 aji_bin[r.cat_id][b].append(cc / uu)
     bin_ev = coco_ap.binned_eval(ctx.images, ctx.cats, ctx.gt_anns, ctx.dt_anns, gt_bin, dt_bin, len(bins),
-                                 ctx.cat_ids, ctx.main_eval.ious)
+                                 ctx.cat_ids, ctx.main_eval.ious, ctx.max_dets)
     out: dict[str, Any] = {}
     for k, (name, c) in enumerate(zip(ctx.categories, ctx.cat_ids)):
         out[name] = {"by_overlap": {
@@ -215,7 +215,8 @@ def error_analysis_metrics(ctx: EvalContext) -> dict:
         w, m = error_variants(r.gts, r.dts, r.table_all, ctx.options.error_min_dice)
         with_gt += w
         matched += m
-    evs = {variant: coco_ap.run_cocoeval(ctx.gt_coco, coco_ap.make_coco(ctx.images, ctx.cats, dts), ctx.cat_ids)
+    evs = {variant: coco_ap.run_cocoeval(ctx.gt_coco, coco_ap.make_coco(ctx.images, ctx.cats, dts), ctx.cat_ids,
+                                         max_dets=ctx.max_dets)
            for variant, dts in (("w_gt_mask", with_gt), ("gt_matched", matched))}
 
     def summary(k):
@@ -273,15 +274,19 @@ def pr_curve_metrics(ctx: EvalContext) -> dict:
 
 
 def run_info(ctx: EvalContext) -> dict:
-    """n_images and params (the options used, and how many empty predictions were dropped)."""
+    """n_images and params (the options used, how many empty predictions were dropped, and the
+    per-image detection limit of the AP family with the most gt/predictions of one image)."""
     o = ctx.options
+    most_gt, most_dt = ctx.most_per_image
     return {"n_images": len(ctx.inputs.images), "params": {
         "categories": list(o.categories), "iou_type": o.iou_type,
         "overlap_bins": [list(b) for b in o.overlap_bins],
         "border_width": o.border_width, "boundary_dilation": o.boundary_dilation,
         "score_threshold": o.score_threshold, "isbi_threshold": o.isbi_threshold,
         "isbi_criterion": o.isbi_criterion, "error_min_dice": o.error_min_dice,
-        "dropped_empty_predictions": ctx.inputs.dropped_empty}}
+        "dropped_empty_predictions": ctx.inputs.dropped_empty,
+        "max_detections": ctx.max_dets, "max_detections_setting": o.max_detections,
+        "most_gt_per_image": most_gt, "most_predictions_per_image": most_dt}}
 
 
 METRIC_FAMILIES: list[MetricFamily] = [

@@ -42,10 +42,19 @@ class PairTable:
         return PairTable(self.inter[g][:, d], self.gt_area[g], self.dt_area[d])
 
 
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """Pixel areas (float) of RLEs, one call each: pycocotools' ``area`` on a list of 256 or
+    more RLEs overflows (its uint8 length bookkeeping under numpy 2)."""
+    return np.array([mask_utils.area(r) for r in rles], dtype=float)
+
+
 def pair_table(gt_rles: list[dict], dt_rles: list[dict]) -> PairTable:
-    """Intersections and areas of every gt/prediction pair from RLEs."""
-    ga = np.asarray(mask_utils.area(gt_rles), dtype=float) if gt_rles else np.zeros(0)
-    da = np.asarray(mask_utils.area(dt_rles), dtype=float) if dt_rles else np.zeros(0)
+    """Intersections and areas of every gt/prediction pair from RLEs.
+
+    pycocotools' ``iou`` compares bounding boxes first and merges runs only for pairs whose
+    boxes overlap, so the cost grows with the overlapping pairs, not with n_gt x n_dt masks.
+    """
+    ga, da = rle_areas(gt_rles), rle_areas(dt_rles)
     if len(ga) == 0 or len(da) == 0:
         return PairTable(np.zeros((len(ga), len(da))), ga, da)
     iou = np.asarray(mask_utils.iou(gt_rles, dt_rles, [0] * len(dt_rles)), dtype=float)

@@ -12,35 +12,53 @@ from typing import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from overlapseg.evaluate.matching import pair_table
+
 DEFAULT_BINS: tuple[tuple[float, float], ...] = ((0.0, 0.1), (0.1, 0.3), (0.3, 1.0))
 
 
-def _stack(rles: list[dict]) -> np.ndarray:
-    return np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
+def _covered_area(rle: dict, others: list[dict]) -> int:
+    """Pixels of ``rle`` covered by at least one of ``others`` (RLE merges, nothing decoded)."""
+    if not others:
+        return 0
+    cover = mask_utils.merge(others) if len(others) > 1 else others[0]
+    return int(mask_utils.area(mask_utils.merge([rle, cover], intersect=True)))
+
+
+def _touching(a: list[dict], b: list[dict]) -> np.ndarray:
+    """(len(a), len(b)) bool: which pairs share pixels. pycocotools' IoU checks boxes first,
+    so only box-overlapping pairs cost a run merge."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)), dtype=bool)
+    return np.asarray(mask_utils.iou([x["segmentation"] for x in a], [x["segmentation"] for x in b],
+                                     [0] * len(b)), dtype=float) > 0
 
 
 def overlap_ratios(cells: list[dict], nuclei: list[dict]) -> dict[int, float]:
-    """Annotation id -> overlap ratio for the cytoplasm and nucleus annotations of one image."""
+    """Annotation id -> overlap ratio for the cytoplasm and nucleus annotations of one image.
+
+    Computed on RLEs from the pairs that overlap (a dense tile of thousands of cells never
+    decodes a full-frame mask).
+    """
     out: dict[int, float] = {}
-    if cells:
-        cm = _stack([a["segmentation"] for a in cells])
-        count = cm.sum(axis=0, dtype=np.int32)
-        covered = (cm & (count >= 2)[None]).sum(axis=(1, 2))
-        for a, cov, area in zip(cells, covered, cm.sum(axis=(1, 2))):
-            out[a["id"]] = float(cov / area) if area else 0.0
+    cell_rles = [a["segmentation"] for a in cells]
+    touch = _touching(cells, cells)
+    for k, a in enumerate(cells):
+        area = int(mask_utils.area(cell_rles[k]))
+        others = [cell_rles[j] for j in np.flatnonzero(touch[k]) if j != k]
+        out[a["id"]] = _covered_area(cell_rles[k], others) / area if area else 0.0
+    if nuclei and not cells:
+        return {**out, **{a["id"]: 0.0 for a in nuclei}}
     if nuclei:
-        nm = _stack([a["segmentation"] for a in nuclei])
-        if not cells:
-            return {**out, **{a["id"]: 0.0 for a in nuclei}}
+        inside = pair_table([a["segmentation"] for a in nuclei], cell_rles).inter  # nucleus x cell pixels
         cell_index = {a["id"]: k for k, a in enumerate(cells)}
-        for a, m in zip(nuclei, nm):
-            inside = cm[:, m].sum(axis=1)  # pixels of this nucleus under each cell
+        for i, a in enumerate(nuclei):
             own = cell_index.get(a.get("parent_id"))
-            if own is None:
-                own = int(np.argmax(inside))
-            others = count[m] - cm[own, m]
-            area = int(m.sum())
-            out[a["id"]] = float(np.count_nonzero(others > 0) / area) if area else 0.0
+            if own is None:  # the cell covering most of the nucleus (the first one on ties)
+                own = int(np.argmax(inside[i]))
+            area = int(mask_utils.area(a["segmentation"]))
+            others = [cell_rles[j] for j in np.flatnonzero(inside[i] > 0) if j != own]
+            out[a["id"]] = _covered_area(a["segmentation"], others) / area if area else 0.0
     return out
 
 

@@ -2,10 +2,11 @@
 
 Reads the table's provenance file (``TABLE.provenance.json`` next to the CSV, written by the
 workflow's ``provenance`` rule, :func:`overlapseg.provenance.table_provenance`), picks the
-cell, re-hashes the files of its chain (table, metrics, predictions, model) unless
-``--no-check``, and prints the chain: value -> metrics key -> metrics file -> predictions ->
-model.pt (sha256, resolved params, initialisation) -> training device and wall time -> splits
--> dataset and raw checksums -> synthetic sources -> code and package versions.
+cell, re-hashes every file and folder of its chain (table, metrics, predictions, semantic
+maps, model, splits, dataset, raw files, synthetic sources) unless ``--no-check``, and prints
+the chain: value -> metrics key -> metrics file -> predictions -> model.pt (sha256, resolved
+params, initialisation) -> training device and wall time -> splits -> dataset and raw checksums
+-> synthetic sources -> code and package versions.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from overlapseg.provenance import tree_record
 from overlapseg.utils.io import read_json, sha256_file
 
 MAX_IDS = 12  # split ids printed (all of them with --json)
@@ -87,6 +89,36 @@ def _check(root: Path, entry: dict | None) -> str:
     return "ok" if sha256_file(path) == entry["sha256"] else "CHANGED since the table was built"
 
 
+def _check_tree(root: Path, path: str, digest: dict | str, cache: dict) -> str:
+    """Re-hash a recorded folder (tree sha256) or file; ``digest`` as ``tree_record`` /
+    ``raw_record`` wrote it. ``cache``: one hash per path (seed runs share datasets)."""
+    if path not in cache:
+        full = root / path
+        cache[path] = (None if not full.exists() else
+                       sha256_file(full) if full.is_file() else tree_record(full)["sha256_tree"])
+    now = cache[path]
+    want = digest if isinstance(digest, str) else digest.get("sha256_tree", digest.get("sha256"))
+    if now is None:
+        return "MISSING"
+    return "ok" if now == want else "CHANGED since the table was built"
+
+
+def _check_inputs(root: Path, ch: dict, prefix: str, cache: dict) -> dict[str, str]:
+    """Checks of the run's semantic maps, splits, datasets, raw files and synthetic sources."""
+    out = {}
+    if ch.get("semantic"):
+        out[prefix + "semantic"] = _check_tree(root, ch["semantic"]["path"], ch["semantic"], cache)
+    for part, sp in ch.get("splits", {}).items():
+        out[f"{prefix}splits {part}"] = _check_tree(root, sp["path"], sp, cache)
+    for ds, rec in ch.get("datasets", {}).items():
+        out[f"{prefix}dataset {ds}"] = _check_tree(root, rec["data"]["path"], rec["data"], cache)
+        for path, digest in rec["raw"].items():
+            out[f"{prefix}raw {path}"] = _check_tree(root, path, digest, cache)
+    for syn in ch.get("synthetic") or []:
+        out[f"{prefix}synthetic {syn['source']}"] = _check_tree(root, syn["path"], syn, cache)
+    return out
+
+
 def audit_cell(table: str | os.PathLike, row: str, column: str, check: bool = True) -> dict:
     """The cell's value, its chain and (``check``) whether the files still match their checksums."""
     table = Path(table)
@@ -109,11 +141,13 @@ def audit_cell(table: str | os.PathLike, row: str, column: str, check: bool = Tr
         table_csv = root / record["table"]["csv"]
         checks = {"table": _check(root, {"path": record["table"]["csv"], "sha256": record["table"]["sha256"]}),
                   "metrics": _check(root, chain.get("metrics"))}
+        cache: dict = {}
         for run, ch in _runs(chain):
             prefix = f"{run} " if run else ""
             for name in ("metrics", "predictions", "model", "teacher"):
                 if ch.get(name) and (prefix or name != "metrics"):
                     checks[prefix + name] = _check(root, ch[name])
+            checks.update(_check_inputs(root, ch, prefix, cache))
         if table_csv.is_file():
             shown = _csv_cell(table_csv, entry["experiment"], col)
             checks["cell"] = ("ok" if shown == entry["cells"][col]["value"]
@@ -184,7 +218,8 @@ def _format_run(ch: dict, ok: dict, prefix: str, add) -> None:
         ok.get(prefix + "predictions", ""))
     if ch.get("semantic"):
         s = ch["semantic"]
-        add("semantic", f"{s['path']}  {s['files']} files, tree sha256 {s['sha256_tree']}")
+        add("semantic", f"{s['path']}  {s['files']} files, tree sha256 {s['sha256_tree']}",
+            ok.get(prefix + "semantic", ""))
     m = ch["model"]
     add("model", f"{m['path']}  sha256 {m['sha256']}", ok.get(prefix + "model", ""))
     add("", f"trainer {m.get('trainer')}, seed {m.get('seed')}, {m.get('iterations')} iterations, "
@@ -204,7 +239,8 @@ def _format_run(ch: dict, ok: dict, prefix: str, add) -> None:
         add("teacher", f"{ch['teacher']['path']}  sha256 {ch['teacher']['sha256']}", ok.get(prefix + "teacher", ""))
     for part, sp in ch["splits"].items():
         counts = ", ".join(f"{k} {len(sp[k])}" for k in ("train", "val", "test") if k in sp)
-        add("splits", f"{sp['dataset']}: {sp['path']}  sha256 {sp['sha256']}  ({counts} images)")
+        add("splits", f"{sp['dataset']}: {sp['path']}  sha256 {sp['sha256']}  ({counts} images)",
+            ok.get(f"{prefix}splits {part}", ""))
         test = sp.get("test", [])
         if test and (part == "test_dataset" or "test_dataset" not in ch["splits"]):
             more = f" ... (+{len(test) - MAX_IDS}; --json lists all)" if len(test) > MAX_IDS else ""
@@ -212,13 +248,14 @@ def _format_run(ch: dict, ok: dict, prefix: str, add) -> None:
     for ds, rec in ch["datasets"].items():
         d = rec["data"]
         add("dataset", f"{ds}: {d['path']}  {d.get('files', 1)} files, tree sha256 "
-                       f"{d.get('sha256_tree', d.get('sha256'))}")
+                       f"{d.get('sha256_tree', d.get('sha256'))}", ok.get(f"{prefix}dataset {ds}", ""))
         for path, digest in rec["raw"].items():
             text = digest if isinstance(digest, str) else f"{digest['files']} files, tree sha256 {digest['sha256_tree']}"
-            add("raw", f"{path}  sha256 {text}")
+            add("raw", f"{path}  sha256 {text}", ok.get(f"{prefix}raw {path}", ""))
     for s in ch.get("synthetic") or []:
         add("synthetic", f"{s['source']}: {s['path']}  {s['files']} files, tree sha256 {s['sha256_tree']}; "
-                         f"seed {s.get('seed')}; params {_short(s.get('params'))}")
+                         f"seed {s.get('seed')}; params {_short(s.get('params'))}",
+            ok.get(f"{prefix}synthetic {s['source']}", ""))
     code = ch.get("code") or {}
     dirty = {True: "yes (uncommitted changes)", False: "no", None: "unknown"}[code.get("dirty")]
     add("code", f"commit {code.get('commit') or 'unknown'}, dirty: {dirty}")

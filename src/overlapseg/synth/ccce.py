@@ -228,6 +228,9 @@ def write_ccce(data_dir: str | os.PathLike, out_dir: str | os.PathLike, n: int, 
         raise ValueError(f"number of CCCE images must be >= 1, got {n}")
     cfg = config_from_params(params)
     sources = load_sources(data_dir, names, cfg)
+    if not any(s.cells for s in sources):
+        raise DataError(data_dir, f"CCCE needs at least one source image with cells; none of the "
+                        f"{len(sources)} source image(s) of pool {cfg.pool!r} has an annotated cell")
     log.info("CCCE: %d source images (pool %s), writing %d images", len(sources), cfg.pool, n)
     info = {"method": "ccce", "seed": seed, "n": n, "params": asdict(cfg),
             "sources": [s.name for s in sources], "data": str(data_dir)}

@@ -190,6 +190,22 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def non_finite_param(params: Any, key: str = "") -> tuple[str, float] | None:
+    """(dotted key, value) of the first NaN or infinite number in a params tree, else None."""
+    if isinstance(params, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in params.items())
+    elif isinstance(params, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(params))
+    else:
+        is_bad = isinstance(params, float) and not math.isfinite(params)
+        return (key, params) if is_bad else None
+    for k, v in items:
+        found = non_finite_param(v, k)
+        if found:
+            return found
+    return None
+
+
 def merge_params(defaults: dict, params: dict | None, what: str) -> dict:
     """``defaults`` overridden by ``params``; nested dicts merged; unknown keys are errors."""
     params = dict(params or {})
@@ -346,6 +362,9 @@ class Trainer:
     @classmethod
     def resolve_params(cls, params: dict | None) -> dict:
         p = merge_params(cls.DEFAULTS, params, cls.name)
+        bad = non_finite_param(p)
+        if bad:  # torch would say e.g. "Invalid learning rate: nan" without the key
+            raise ValueError(f"{cls.name} param {bad[0]}={bad[1]!r}: must be a finite number")
         cls.validate_params(p)
         return p
 
@@ -668,6 +687,7 @@ class Trainer:
         set_threads(p["threads"])
         seed_everything(self.seed, self.device)
         self.train_scale = self._training_scale()
+        self._warn_if_no_instances()
         data = self.load_data(self.inputs.train)
         val = (self.load_data([self.inputs.val])
                if self.inputs.val is not None and self.wants_validation() else None)
@@ -716,6 +736,24 @@ class Trainer:
                 "seconds": round(seconds, 3),
                 "seconds_per_iteration": round(seconds / (total_it - start), 5)})
         return model_path
+
+    def _warn_if_no_instances(self) -> None:
+        """An instance model trained on images without a single annotated instance learns
+        background only; it trains without error, so say it once, naming the data."""
+        if not self.PRODUCES_INSTANCES:
+            return
+        from overlapseg.data.canonical import CanonicalDataset
+
+        n_images = n_instances = 0
+        for ref in self.inputs.train:
+            ds = CanonicalDataset(ref.root)
+            names = ref.names if ref.names is not None else ds.names
+            n_images += len(names)
+            n_instances += sum(len(ds.annotations(n)) for n in names)
+        if n_images and not n_instances:
+            log.warning("experiment %r: its %d training image(s) in %s hold no annotated instance; "
+                        "the model can only learn background", self.experiment, n_images,
+                        ", ".join(str(r.root) for r in self.inputs.train))
 
     def _training_scale(self) -> float:
         """Pixel scale of the real training data (the original source, else the val split)."""
@@ -791,8 +829,30 @@ class Trainer:
         trainer.train_scale = float(state.get("train_scale", 1.0))
         trainer._init = state.get("init") or {"kind": "scratch", "frozen_bn": False}
         model = trainer.build_model()
-        model.load_state_dict(state["state_dict"])
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:  # weights of another architecture or of edited params
+            raise ValueError(f"{path}: not a readable overlapseg model (weights do not fit a "
+                             f"{klass.name!r} model: {str(exc).splitlines()[0]})") from None
         return trainer, model.to(device).eval()
+
+    @classmethod
+    def check_inference_params(cls, params: dict, source: str) -> None:
+        """Reject params that cannot change at inference (``predict --params``): unknown keys
+        and training keys would otherwise be ignored silently. ``source`` names the file."""
+        allowed = set(cls.INFERENCE_KEYS) | {"threads"}
+        unknown = sorted(k for k in params if k not in cls.DEFAULTS)
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(str(unknown[0]), sorted(allowed), n=1)
+            raise ValueError(f"{source}: unknown {cls.name} param(s) {', '.join(map(str, unknown))}; "
+                             f"inference params: {', '.join(sorted(allowed))}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+        training = sorted(k for k in params if k not in allowed)
+        if training:
+            raise ValueError(f"{source}: {', '.join(training)} only change(s) training (retrain to "
+                             f"change it); inference params of {cls.name}: {', '.join(sorted(allowed))}")
 
     def predict_at_scale(self, model, image: np.ndarray, image_id: int, factor: float):
         """:meth:`predict_image` on ``image`` resampled by ``factor``, outputs mapped back."""
@@ -838,20 +898,28 @@ class Trainer:
 
 #: params of older model files that no longer exist, at the value that means "as today"
 RETIRED_PARAMS = {"pretrained_backbone": None}
+_MODEL_KEYS = ("trainer", "params", "seed", "state_dict")
 
 
 def read_model_file(path: Path) -> dict:
-    """An overlapseg ``model.pt`` (format checked); a bad file is a one-line error naming it."""
+    """The dict stored in a ``model.pt``; a missing, truncated, empty or foreign file is one
+    line naming it (torch raises EOFError, UnpicklingError, RuntimeError or a bare OSError)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: trained model not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"{path}: unreadable model file (truncated or not a torch file: {first})") from None
+    except PermissionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every way a damaged file fails to unpickle
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable overlapseg model ({detail}); "
+                         "retrain it or restore the file") from None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not an overlapseg model file (format {MODEL_FORMAT})")
+        raise ValueError(f"{path}: not a readable overlapseg model (no {MODEL_FORMAT} record)")
+    missing = [k for k in _MODEL_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: not a readable overlapseg model (lacks {', '.join(missing)})")
     return state
 
 

@@ -18,7 +18,7 @@ class CCNetTrainer(MaskRCNNTrainer):
     # decoding only: a trained model can be re-decoded without retraining
     INFERENCE_KEYS = MaskRCNNTrainer.INFERENCE_KEYS + (
         "heatmap_threshold", "group_tolerance", "max_keypoints", "nms_threshold",
-        "detections_per_image", "min_box_size", "complete_boxes", "box_expand", "mask_refits")
+        "min_box_size", "complete_boxes", "box_expand", "mask_refits")
     SMOKE_PARAMS = {"image_size": 48, "width": 8, "kd_channels": 8, "mask_channels": 8,
                     "batch_size": 2, "warmup": 1}
 

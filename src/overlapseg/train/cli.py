@@ -40,9 +40,12 @@ def cmd_train(args) -> None:
 
 def cmd_predict(args) -> None:
     from overlapseg.train.api import predict_split
+    from overlapseg.train.base import get_trainer
 
+    params = _params(args.params)
+    get_trainer(args.model).check_inference_params(params, str(args.params))
     predict_split(args.model, args.model_dir / "model.pt", args.data, args.splits, args.split,
-                  args.out, args.semantic, _params(args.params), args.device)
+                  args.out, args.semantic, params, args.device)
 
 
 def _source(text: str) -> tuple[str, Path]:

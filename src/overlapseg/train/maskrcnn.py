@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, encode_mask
 from overlapseg.data.preprocess import to_float_gray
@@ -46,6 +49,10 @@ DETECTION_DEFAULTS = {
 
 #: the network's keys (:data:`overlapseg.models.maskrcnn.MASKRCNN_DEFAULTS`) on the loop's
 MASKRCNN_DEFAULTS = {**DETECTION_DEFAULTS, **NETWORK_DEFAULTS}
+
+#: per-image limits of torchvision-style detectors (attributes of any submodule) that are set
+#: for an image_size x image_size image and scale with the area of the image at inference
+AREA_CAPS = ("detections_per_img", "detections_per_image", "max_keypoints")
 
 
 # ----------------------------------------------------------------------------- data
@@ -122,7 +129,8 @@ class MaskRCNNTrainer(Trainer):
     SMOKE_PARAMS = {"image_size": 48, "fpn_channels": 16, "mask_head_channels": 16,
                     "box_head_dim": 32, "box_batch_size_per_image": 32,
                     "rpn_post_nms_top_n_train": 100, "warmup": 1, "batch_size": 2}
-    INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold", "max_side", "tile_overlap")
+    INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold", "max_side", "tile_overlap",
+                      "detections_per_image")
     IMAGENET_BACKBONE = True
     INIT_PARTS = {"all": ("",), "backbone": ("backbone.",)}  # backbone: ResNet + FPN / laterals
 
@@ -150,16 +158,53 @@ class MaskRCNNTrainer(Trainer):
         return model(images, targets)
 
     def detect(self, model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Binary masks (N, H, W), scores and labels of one image at its own pixel scale."""
-        out = model([image_tensor(image).to(self.device)])[0]
-        masks = (out["masks"][:, 0] >= self.params["mask_threshold"]).cpu().numpy()
-        return masks, out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy()
+        """Binary masks (N, H, W), scores and labels of one image at its own pixel scale.
+
+        An image with a side below ``image_size`` is padded to it with its median grey (a
+        40 px crop alone gives the from-scratch detector nothing it was trained on: AP 0);
+        per-image limits (``AREA_CAPS``, the RPN's proposal counts) grow with the area
+        beyond ``image_size``^2, so a large image or tile is not capped at the training cap.
+        """
+        h, w = image.shape
+        side = int(self.params["image_size"])
+        if h < side or w < side:
+            image = np.pad(image, ((0, max(0, side - h)), (0, max(0, side - w))),
+                           constant_values=float(np.median(image)))
+        with scaled_caps(model, image.size / side ** 2):
+            out = model([image_tensor(image).to(self.device)])[0]
+        masks = (out["masks"][:, 0, :h, :w] >= self.params["mask_threshold"]).cpu().numpy()
+        keep = masks.any(axis=(1, 2))  # a detection lying in the padding only
+        return masks[keep], out["scores"].float().cpu().numpy()[keep], out["labels"].cpu().numpy()[keep]
 
     def predict_image(self, model, image: np.ndarray, image_id: int):
         masks, scores, labels = detect_tiled(lambda tile: self.detect(model, tile), image,
                                              int(self.params["max_side"]),
                                              int(self.params["tile_overlap"]))
         return instance_outputs(masks, scores, labels, image_id, self.params)
+
+
+@contextmanager
+def scaled_caps(model: torch.nn.Module, factor: float):
+    """Within the block, every per-image limit of ``model`` (``AREA_CAPS``, RPN proposals at
+    test time) multiplied by ``factor`` when it exceeds 1 (rounded up); restored afterwards."""
+    saved = []
+    if factor > 1:
+        for module in model.modules():
+            for name in AREA_CAPS:
+                value = getattr(module, name, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    saved.append((module, name, value))
+                    setattr(module, name, math.ceil(value * factor))
+            if isinstance(module, RegionProposalNetwork):
+                for name in ("_pre_nms_top_n", "_post_nms_top_n"):
+                    value = getattr(module, name)
+                    saved.append((module, name, value))
+                    setattr(module, name, {**value, "testing": math.ceil(value["testing"] * factor)})
+    try:
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
 
 
 def detect_tiled(detect, image: np.ndarray, max_side: int, overlap: int):

@@ -17,7 +17,9 @@ add up to height x width), and masks are kept cropped to their boxes while readi
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +41,9 @@ def find_json(raw: Path, annotations: str | None) -> Path:
         if not path.is_file():
             raise DataError(path, "annotation file not found")
         return path
-    found = sorted(raw.glob("*.json"))
+    # listdir, not glob: glob answers an unreadable folder with no match, which read as
+    # "no *.json" although the file is there; listdir raises "Permission denied" naming it
+    found = sorted(raw / n for n in os.listdir(raw) if fnmatch.fnmatch(n, "*.json")) if raw.is_dir() else []
     if not found:
         raise DataError(raw, "no *.json annotation file in this folder")
     if len(found) > 1:
