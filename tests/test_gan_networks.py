@@ -384,3 +384,22 @@ def test_gan_report_quality_and_side_by_side_figure(tmp_path):
         png, pdf = tmp_path / f"{category}{condition}.png", tmp_path / f"{category}{condition}.pdf"
         side_by_side_figure(real, ["real0", "real1"], fake, condition, png, pdf, n=2, category=category)
         assert png.stat().st_size > 1000 and pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_gan_never_imports_train_or_above():
+    """Layers import downward only: overlapseg.gan (building blocks, layouts, reports of
+    generated sets) never imports the training, evaluation or report layers."""
+    import ast
+    from pathlib import Path
+
+    import overlapseg.gan
+
+    offenders = []
+    for path in sorted(Path(overlapseg.gan.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.split(".")[:2] in (["overlapseg", "train"], ["overlapseg", "evaluate"],
+                                                   ["overlapseg", "report"])]
+    assert not offenders, offenders
