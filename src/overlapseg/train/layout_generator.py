@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from overlapseg.data.canonical import Instance, Sample, write_canonical_dataset
-from overlapseg.gan.cyclegan import CYCLEGAN_DEFAULTS, GENERATORS, ImagePool, build_cyclegan, cyclegan_losses, cyclegan_update
+from overlapseg.gan.cyclegan import (CYCLEGAN_DEFAULTS, GENERATORS, ImagePool, build_cyclegan,
+                                     cyclegan_losses, cyclegan_update)
 from overlapseg.gan.layouts import (CONDITION_CHANNELS, GENERATED_CATEGORIES, RealLayouts, cells_around,
                                     content_crop, render_category)
 from overlapseg.gan.pix2pix import GAN_MODES, build_pix2pix, to_network_range
