@@ -11,8 +11,9 @@ from overlapseg.gan.coarse_to_fine import (COARSE_TO_FINE_DEFAULTS, adjacency, a
                                            oval_intensity, palette, render_ovals, render_points,
                                            seed_points, stage1_pair, stage2_pair)
 from overlapseg.gan.cyclegan import (CYCLEGAN_DEFAULTS, ImagePool, build_cyclegan,
-                                     cyclegan_losses, cyclegan_step, make_optimizers)
+                                     cyclegan_losses, cyclegan_update)
 from overlapseg.gan.pix2pix import from_network_range, to_network_range, translate
+from overlapseg.gan.step import StepOptions
 
 torch.set_num_threads(1)
 
@@ -167,6 +168,12 @@ def test_every_decoded_instance_lies_on_generated_foreground():
             assert (labels == k).any()
 
 
+def _adam_pair(nets, lr):
+    gen = list(nets["G_ab"].parameters()) + list(nets["G_ba"].parameters())
+    disc = list(nets["D_a"].parameters()) + list(nets["D_b"].parameters())
+    return torch.optim.Adam(gen, lr=lr, betas=(0.5, 0.999)), torch.optim.Adam(disc, lr=lr, betas=(0.5, 0.999))
+
+
 def test_cyclegan_cycle_loss_decreases_on_a_toy_pair():
     rng = np.random.default_rng(0)
     shape = (32, 32)
@@ -177,14 +184,47 @@ def test_cyclegan_cycle_loss_decreases_on_a_toy_pair():
     b = torch.from_numpy(to_network_range(boxes))[None]
     torch.manual_seed(0)
     nets = build_cyclegan(1, 1, crop_size=32, ngf=4, ndf=4)
-    opt_g, opt_d = make_optimizers(nets, lr=2e-3)  # 10x the default so 20 steps show it
-    pools = (ImagePool(4, seed=0), ImagePool(4, seed=1))
+    opt_g, opt_d = _adam_pair(nets, 2e-3)  # 10x the default so 20 steps show it
+    pools = (ImagePool(4, 1, 32), ImagePool(4, 1, 32))
     cycle = []
-    for _ in range(20):
-        out = cyclegan_step(nets, opt_g, opt_d, a, b, pools=pools, lambda_identity=0.5)
-        assert np.isfinite(list(out.values())).all()
-        cycle.append(out["G_cycle_a"] + out["G_cycle_b"])
+    for it in range(20):
+        for k, pool in enumerate(pools):
+            pool.rng = np.random.default_rng([it, k])
+        out = cyclegan_update(nets, opt_g, opt_d, [(a, b)], pools=pools, lambda_identity=0.5)
+        assert all(torch.isfinite(v) for v in out.values())
+        cycle.append(float(out["G_cycle_a"] + out["G_cycle_b"]))
+    assert int(pools[0].count) == 4  # the history filled up
     assert np.mean(cycle[-3:]) < 0.9 * cycle[0]
+
+
+def test_cyclegan_update_accumulates_micro_batches_and_clips():
+    """Two micro-batches of one image step like one batch of two (norm-free nets, so the batch
+    statistics cannot differ): the update honours the Trainer's ``accumulate``; with
+    ``grad_clip`` the stepped gradients have at most that norm."""
+    torch.manual_seed(1)
+    a, b = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    results = []
+    for batches in ([(a[:1], b[:1]), (a[1:], b[1:])], [(a, b)]):
+        torch.manual_seed(0)
+        nets = build_cyclegan(1, 1, crop_size=16, ngf=4, ndf=4, n_layers_d=1, norm="none")
+        opt_g, opt_d = _adam_pair(nets, 1e-3)
+        out = cyclegan_update(nets, opt_g, opt_d, batches, paired_l1=1.0)
+        results.append((out, {k: v.clone() for k, v in nets["G_ab"].state_dict().items()}))
+    (out1, w1), (out2, w2) = results
+    torch.testing.assert_close(out1["G_total"], out2["G_total"])
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k])
+    torch.manual_seed(0)
+    nets = build_cyclegan(1, 1, crop_size=16, ngf=4, ndf=4, n_layers_d=1)
+    opt_g, opt_d = _adam_pair(nets, 1e-3)
+    checked = []
+    cyclegan_update(nets, opt_g, opt_d, [(a, b)],
+                    options=StepOptions(grad_clip=1e-3, check_finite=lambda t, p: checked.append(set(p))))
+    for group in (("G_ab", "G_ba"), ("D_a", "D_b")):
+        grads = [q.grad for k in group for q in nets[k].parameters()]
+        assert float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) \
+            <= 1e-3 * 1.0001
+    assert checked and {"G_total", "D_total", "G_cycle_a"} <= checked[0]
 
 
 def test_cyclegan_loss_terms_and_paired_l1():
@@ -192,26 +232,31 @@ def test_cyclegan_loss_terms_and_paired_l1():
     nets = build_cyclegan(3, 4, crop_size=32, ngf=4, ndf=4, generator="resnet", n_blocks=1)
     a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 4, 32, 32) * 2 - 1
     args = (nets["G_ab"], nets["G_ba"], nets["D_a"], nets["D_b"], a, b)
-    gen, disc = cyclegan_losses(*args, lambda_cycle=10.0, lambda_identity=0.0, paired_l1=2.0)
-    expected = (gen["gan_ab"] + gen["gan_ba"] + 10.0 * (gen["cycle_a"] + gen["cycle_b"])
-                + 2.0 * gen["paired"])
-    torch.testing.assert_close(gen["total"], expected)
-    assert gen["paired"] > 0 and gen["idt_a"] == 0
-    torch.testing.assert_close(disc["total"], disc["D_a"] + disc["D_b"])
+    out = cyclegan_losses(*args, lambda_cycle=10.0, lambda_identity=0.0, paired_l1=2.0)
+    expected = (out["G_gan_ab"] + out["G_gan_ba"] + 10.0 * (out["G_cycle_a"] + out["G_cycle_b"])
+                + 2.0 * out["G_paired"])
+    torch.testing.assert_close(out["G_total"], expected)
+    assert out["G_paired"] > 0 and out["G_idt_a"] == 0
+    torch.testing.assert_close(out["D_total"], out["D_a"] + out["D_b"])
     with pytest.raises(ValueError, match="identity"):
         cyclegan_losses(*args, lambda_identity=0.5)
     assert CYCLEGAN_DEFAULTS["lambda_cycle"] == 10.0
 
 
 def test_image_pool_state_round_trip():
-    pool = ImagePool(2, seed=3)
+    """The history is the pool's buffers: a pool loaded from another's state, drawing from the
+    same RNG, answers the same (what makes a resumed CycleGAN run exact)."""
+    pool = ImagePool(2, 1, 2)
+    pool.rng = np.random.default_rng(3)
     for i in range(5):
         pool.query(torch.full((1, 1, 2, 2), float(i)))
-    state = pool.state_dict()
-    twin = ImagePool(0)
-    twin.load_state_dict(state)
+    twin = ImagePool(2, 1, 2)
+    twin.load_state_dict(pool.state_dict())
+    pool.rng, twin.rng = np.random.default_rng(4), np.random.default_rng(4)
     x = torch.full((3, 1, 2, 2), 9.0)
     assert torch.equal(pool.query(x), twin.query(x))
+    with pytest.raises(RuntimeError, match="rng"):
+        ImagePool(1, 1, 2).query(x)
 
 
 def test_determinism_with_fixed_seed():

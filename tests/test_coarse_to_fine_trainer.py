@@ -10,12 +10,13 @@ import torch
 
 from overlapseg.data.canonical import CanonicalDataset, Instance, Sample, write_canonical_dataset
 from overlapseg.gan.coarse_to_fine import masks_from_labels, palette, render_ovals
+from overlapseg.gan.cyclegan import ImagePool
+from overlapseg.gan.layouts import RealLayouts, polygon_layout, render_category, warp_masks
 from overlapseg.train.base import DataRef, Trainer, TrainInputs, iteration_torch_seed
-from overlapseg.train.coarse_to_fine import (CoarseToFineTrainer, PolygonCycleGANTrainer,
-                                             RealLayouts, RealTransformPix2PixTrainer,
-                                             TensorImagePool, polygon_layout, render_category,
-                                             warp_masks)
+from overlapseg.train.coarse_to_fine import CoarseToFineTrainer, stages_figure
 from overlapseg.train.gan import gan_synthesize
+from overlapseg.train.polygon_cyclegan import PolygonCycleGANTrainer
+from overlapseg.train.real_pix2pix import RealTransformPix2PixTrainer
 
 torch.set_num_threads(1)
 TRAIN = ["img0", "img1", "img2"]
@@ -104,7 +105,7 @@ def test_synthetic_masks_are_the_decoded_instances_on_generated_foreground(c2f_m
     out_dir = trainer.synthesize_set(model, dataset, TRAIN, tmp_path / "gen", 3, 4, {})
     ds = CanonicalDataset(out_dir)
     assert not ds.masks(ds.names[0], "cytoplasm").size  # only the configured category
-    real = RealLayouts([DataRef(dataset, TRAIN)], "nucleus")
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
     total = 0
     for i, name in enumerate(ds.names):
         out = trainer.generate(model, real, np.random.default_rng([4, i]), iteration_torch_seed(4, i))
@@ -114,8 +115,14 @@ def test_synthetic_masks_are_the_decoded_instances_on_generated_foreground(c2f_m
         assert len(got) == len(decoded) and all(np.array_equal(g, d) for g, d in zip(got, decoded))
         assert all((m <= out["foreground"]).all() for m in got)
         np.testing.assert_array_equal(ds.load_image(name), np.round(out["image"] * 255).astype(np.uint8))
-        # the stage-3 condition is the rendering of exactly these masks
-        np.testing.assert_array_equal(out["condition"], render_category(np.asarray(got), "nucleus", 2, (48, 48)))
+        # the stage-3 condition is the rendering of exactly these masks, with a cell around
+        # each nucleus (the data annotates cytoplasm: condition_cells auto -> on)
+        cells = out["cells"]
+        np.testing.assert_array_equal(out["condition"],
+                                      render_category(np.asarray(got), "nucleus", 2, (48, 48), cells))
+        assert len(cells) == len(got) and all((m <= c).all() for m, c in zip(got, cells))
+        if len(got):  # cells, not the nuclei alone
+            assert cells.any(0).sum() > got.any(0).sum()
         total += len(got)
     assert total > 0
 
@@ -145,7 +152,7 @@ def test_k_terminal_cut_splits_merged_instances_in_the_synthesis_chain(c2f_model
     trainer, model = Trainer.load(c2f_model)
     _oracle_stages(trainer, model, monkeypatch)
     ds = CanonicalDataset(trainer.synthesize_set(model, dataset, TRAIN, tmp_path / "gen", 2, 0, {}))
-    real = RealLayouts([DataRef(dataset, TRAIN)], "nucleus")
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
     for i, name in enumerate(ds.names):
         out = trainer.generate(model, real, np.random.default_rng([0, i]), iteration_torch_seed(0, i))
         from scipy import ndimage
@@ -165,7 +172,7 @@ def test_cytoplasm_category_and_layout_from_real_counts(dataset, tmp_path):
     model_dir = _train(CoarseToFineTrainer, dataset, tmp_path / "cyto", category="cytoplasm",
                        iterations=1, checkpoint_every=1)
     trainer, model = Trainer.load(model_dir)
-    real = RealLayouts([DataRef(dataset, TRAIN)], "cytoplasm")
+    real = RealLayouts([(dataset, TRAIN)], "cytoplasm")
     assert list(real.counts) == [2, 2, 2]
     out = trainer.generate(model, real, np.random.default_rng(0), 0)
     assert len(out["points"]) == 2 and out["image"].shape == (48, 48)
@@ -176,20 +183,20 @@ def test_cytoplasm_category_and_layout_from_real_counts(dataset, tmp_path):
 
 
 def test_image_pool_fills_then_swaps_reproducibly():
-    pool = TensorImagePool(2, 1, 4)
+    pool = ImagePool(2, 1, 4)
     pool.rng = np.random.default_rng(0)
     first = [torch.full((1, 1, 4, 4), float(v)) for v in range(6)]
     out = [pool.query(x) for x in first]
     assert int(pool.count) == 2 and [float(o.mean()) for o in out[:2]] == [0.0, 1.0]
     assert {float(v) for v in pool.images.mean((1, 2, 3))} != {0.0, 1.0}  # later fakes swapped in
-    again = TensorImagePool(2, 1, 4)
+    again = ImagePool(2, 1, 4)
     again.rng = np.random.default_rng(0)
     assert all(torch.equal(a, again.query(x)) for a, x in zip(out, first))
     assert set(dict(pool.named_buffers())) == {"images", "count"}  # checkpointed with the model
 
 
 def test_polygon_layout_follows_real_instance_sizes(dataset):
-    real = RealLayouts([DataRef(dataset, TRAIN)], "nucleus")
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
     masks = polygon_layout((96, 96), 8, real, np.random.default_rng(3))
     assert 6 <= len(masks) <= 8 and masks.sum(axis=0).max() == 1  # max_overlap 0: disjoint
     radii = np.sqrt(masks.reshape(len(masks), -1).sum(1) / np.pi)
@@ -197,7 +204,7 @@ def test_polygon_layout_follows_real_instance_sizes(dataset):
 
 
 def test_warp_masks_identity_and_random_transform(dataset):
-    real = RealLayouts([DataRef(dataset, TRAIN)], "nucleus")
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
     masks = real.masks[0]
     same = warp_masks(masks, np.random.default_rng(0), rotation=0, scale=(1, 1), shear=0,
                       translate_frac=0, elastic_alpha=0)
@@ -213,7 +220,7 @@ def test_baseline_generators_write_exact_layout_masks(klass, dataset, tmp_path):
     model_dir = _train(klass, dataset, tmp_path / klass.name, iterations=2, checkpoint_every=2)
     trainer, model = Trainer.load(model_dir)
     ds = CanonicalDataset(trainer.synthesize_set(model, dataset, TRAIN, tmp_path / "gen", 2, 3, {}))
-    real = RealLayouts([DataRef(dataset, TRAIN)], "nucleus")
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
     assert ds.data["info"]["method"] == klass.METHOD
     for i, name in enumerate(ds.names):
         out = trainer.generate(model, real, np.random.default_rng([3, i]), iteration_torch_seed(3, i))
@@ -223,8 +230,45 @@ def test_baseline_generators_write_exact_layout_masks(klass, dataset, tmp_path):
 
 
 def test_stage_figure(c2f_model, dataset, tmp_path):
-    from overlapseg.gan.report import c2f_stages_figure
-
     png, pdf = tmp_path / "demo_c2f_stages.png", tmp_path / "demo_c2f_stages.pdf"
-    c2f_stages_figure(c2f_model, dataset, TRAIN, png, pdf, n=2, seed=0)
+    stages_figure(c2f_model, dataset, TRAIN, png, pdf, n=2, seed=0)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.stat().st_size > 1000
+
+
+def test_stage3_on_cytology_data_is_conditioned_on_cells_and_content_crops(dataset, tmp_path):
+    """Issue 28: on data that annotates cytoplasm, stage 3 sees the real cells in training and
+    cells drawn around the generated nuclei at synthesis; its training crops hold instances;
+    condition_cells=false keeps the paper's nuclei-only condition."""
+    trainer = CoarseToFineTrainer({**CoarseToFineTrainer.SMOKE_PARAMS, "crop_size": 16}, 7, "cpu",
+                                  TrainInputs([DataRef(dataset, TRAIN)], None))
+    data = trainer.load_data(trainer.inputs.train)
+    assert data.annotates_cells and trainer.conditions_on_cells(data)
+    for k, cond in enumerate(data.conditions):
+        np.testing.assert_array_equal(cond[0].astype(bool), data.cells[k].any(0) & ~data.masks[k].any(0))
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # 16 px crops of 48 px images: content-anchored, never empty
+        cond, _ = trainer._p2p_batch(data, rng)
+        assert ((cond[:, 1] > 0).flatten(1).any(1)).all()  # a nucleus in every crop
+    off = CoarseToFineTrainer({**CoarseToFineTrainer.SMOKE_PARAMS, "condition_cells": False})
+    data_off = off.load_data([DataRef(dataset, TRAIN)])
+    assert not off.conditions_on_cells(data_off) and not any(c[0].any() for c in data_off.conditions)
+    with pytest.raises(ValueError, match="condition_cells"):
+        CoarseToFineTrainer({"category": "cytoplasm", "condition_cells": True})
+    with pytest.raises(ValueError, match="condition_cells"):
+        CoarseToFineTrainer({"condition_cells": "sometimes"})
+
+
+def test_cells_around_generated_nuclei_follow_the_real_pairs(dataset):
+    from overlapseg.gan.layouts import cells_around
+
+    real = RealLayouts([(dataset, TRAIN)], "nucleus")
+    assert len(real.templates) == sum(len(m) for m in real.masks)  # every nucleus lies in a cell
+    nuclei = np.stack([_disc((64, 64), 20, 20, 3.5), _disc((64, 64), 44, 40, 3.5), _disc((64, 64), 2, 60, 3)])
+    cells = cells_around(nuclei, real.templates, np.random.default_rng(0))
+    assert cells.shape == nuclei.shape and all((n <= c).all() for n, c in zip(nuclei, cells))
+    areas = cells[:2].reshape(2, -1).sum(1)
+    assert (np.abs(areas - np.pi * 10 ** 2) < 40).all()  # the real cells: discs of radius 10
+    again = cells_around(nuclei, real.templates, np.random.default_rng(0))
+    np.testing.assert_array_equal(cells, again)
+    only = RealLayouts([(dataset, TRAIN)], "cytoplasm")
+    assert not only.templates and not only.cells

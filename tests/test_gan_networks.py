@@ -1,16 +1,21 @@
-"""pix2pix building blocks (issue 18): networks, receptive field, losses, tiled inference,
-conditionings, crops, and the weight-free quality statistics."""
+"""pix2pix building blocks (issue 18): networks, receptive field, losses, the update, tiled
+inference as in training (issue 28), conditionings (the additive composite of real overlaps,
+issue 28), crops, and the weight-free quality statistics."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from overlapseg.gan.networks import (InferenceDropout, PatchDiscriminator, ResnetGenerator,
                                      UNetGenerator, conv, receptive_field, unet_depth)
-from overlapseg.gan.pix2pix import (PIX2PIX_DEFAULTS, additive_condition, build_pix2pix,
-                                    discriminator_loss, generator_loss, make_optimizers,
-                                    pix2pix_step, render_instance_condition, sample_paired_crops,
-                                    translate)
-from overlapseg.gan.quality import edge_alignment, fid, intensity_distance, mean_edge_alignment
+from overlapseg.gan.pix2pix import (PIX2PIX_DEFAULTS, additive_composite, additive_condition,
+                                    build_pix2pix, discriminator_loss, generator_loss,
+                                    pix2pix_update, render_instance_condition, sample_paired_crops,
+                                    translate, translate_unit)
+from overlapseg.gan.quality import (edge_alignment, fid, instance_fraction, intensity_distance,
+                                    mean_edge_alignment, texture_statistics)
+from overlapseg.gan.step import StepOptions
 
 torch.set_num_threads(1)
 TINY = {"ngf": 4, "ndf": 4}
@@ -125,41 +130,105 @@ def test_pix2pix_losses_finite_and_l1_weighted():
         generator_loss(D, cond, fake, real, gan_mode="wgan")
 
 
-def test_pix2pix_step_updates_and_fits_a_toy_pair():
+def _adam(net, lr=2e-4):
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
+
+
+def test_pix2pix_update_fits_a_toy_pair():
     torch.manual_seed(0)
     G, D = build_pix2pix(1, 1, crop_size=32, **TINY)
-    opt_g, opt_d = make_optimizers(G, D)
-    assert opt_g.defaults["lr"] == 2e-4 and opt_g.defaults["betas"] == (0.5, 0.999)
+    opt_g, opt_d = _adam(G), _adam(D)
     cond = torch.from_numpy(_disc((32, 32), (16, 16), 9).astype(np.float32))[None, None] * 2 - 1
     real = -cond
-    l1 = [pix2pix_step(G, D, opt_g, opt_d, cond, real)["G_l1"] for _ in range(15)]
+    l1 = [float(pix2pix_update(G, D, opt_g, opt_d, [(cond, real)])["G_l1"]) for _ in range(15)]
     assert np.isfinite(l1).all() and np.mean(l1[-3:]) < l1[0]
+    assert all(p.requires_grad for p in D.parameters())  # D unfrozen again
 
 
-def test_tiled_translate_equals_direct_and_handles_any_size():
+def test_pix2pix_update_accumulates_micro_batches_clips_and_checks():
+    """Two micro-batches of one image step exactly like one batch of two (no norm, no dropout,
+    so batch statistics cannot differ): the update honours the Trainer's ``accumulate``
+    instead of stepping per micro-batch; ``grad_clip`` bounds the stepped gradients; the
+    finite check sees every loss before any step."""
+    torch.manual_seed(1)
+    cond, real = torch.rand(2, 2, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    weights = []
+    for batches in ([(cond[:1], real[:1]), (cond[1:], real[1:])], [(cond, real)]):
+        torch.manual_seed(0)
+        G, D = build_pix2pix(2, 1, crop_size=32, norm="none", dropout=0.0, **TINY)
+        out = pix2pix_update(G, D, _adam(G), _adam(D), batches)
+        weights.append((out, copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict())))
+    (o1, g1, d1), (o2, g2, d2) = weights
+    torch.testing.assert_close(o1["G_total"], o2["G_total"])
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k])
+    for k in d1:
+        torch.testing.assert_close(d1[k], d2[k])
     torch.manual_seed(0)
-    G, _ = build_pix2pix(2, 3, crop_size=64, dropout_at_inference=False, **TINY)
+    G, D = build_pix2pix(2, 1, crop_size=32, **TINY)
+    seen = []
+    pix2pix_update(G, D, _adam(G), _adam(D), [(cond, real)],
+                   options=StepOptions(grad_clip=1e-4, check_finite=lambda t, p: seen.append(sorted(p))))
+    for net in (G, D):
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in net.parameters()]))
+        assert float(norm) <= 1e-4 * 1.0001
+    assert seen == [["D_fake", "D_real", "D_total"], ["G_gan", "G_l1", "G_total"]]
+    with pytest.raises(FloatingPointError):
+        def fail(total, parts):
+            raise FloatingPointError("stop")
+        before = [p.detach().clone() for p in D.parameters()]
+        pix2pix_update(G, D, _adam(G), _adam(D), [(cond, real)], options=StepOptions(check_finite=fail))
+    assert all(torch.equal(b, p) for b, p in zip(before, D.parameters()))  # no step taken
+
+
+def test_tiled_translate_uses_batch_statistics_and_handles_any_size():
+    torch.manual_seed(0)
+    G, _ = build_pix2pix(2, 3, crop_size=64, dropout=0.0, **TINY)
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (2, 64, 64)).astype(np.float32)
-    G.eval()
-    with torch.no_grad():
-        direct = G(torch.from_numpy(image)[None])[0].numpy()
+    with torch.no_grad():  # pix2pix at test time: the generator as in training (batch statistics)
+        direct = copy.deepcopy(G).train()(torch.from_numpy(image)[None])[0].numpy()
+        with_running = copy.deepcopy(G).eval()(torch.from_numpy(image)[None])[0].numpy()
     G.train()
     tiled = translate(G, image, tile=64, stride=32)
     assert G.training  # mode restored
     np.testing.assert_allclose(tiled, direct, atol=1e-6)
+    assert np.abs(tiled - with_running).max() > 1e-3  # running statistics would differ
     big = rng.uniform(-1, 1, (2, 100, 150)).astype(np.float32)
     out = translate(G, big, tile=64, stride=40)
     assert out.shape == (3, 100, 150) and np.isfinite(out).all() and np.abs(out).max() <= 1
     # a pixel covered by one tile only equals that tile's prediction
-    G.eval()
     with torch.no_grad():
-        corner = G(torch.from_numpy(big[:, :64, :64].copy())[None])[0].numpy()
+        corner = copy.deepcopy(G).train()(torch.from_numpy(big[:, :64, :64].copy())[None])[0].numpy()
     np.testing.assert_allclose(out[:, :10, :10], corner[:, :10, :10], atol=1e-6)
     small = translate(G, rng.uniform(-1, 1, (2, 40, 50)).astype(np.float32), tile=64)
     assert small.shape == (3, 40, 50)
     with pytest.raises(ValueError):
         translate(G, image, tile=64, stride=0)
+
+
+def test_translation_does_not_depend_on_running_statistics():
+    """Issue 28: a tile's output is the same whatever the BatchNorm running statistics hold,
+    and translating leaves them untouched; dropout stays on at inference, seeded."""
+    torch.manual_seed(0)
+    G, _ = build_pix2pix(3, 1, crop_size=32, **TINY)  # dropout_at_inference on (the default)
+    cond = np.random.default_rng(1).uniform(0, 1, (3, 48, 40)).astype(np.float32)
+    G.eval()
+    first = translate_unit(G, cond, 32, 16, seed=5)
+    norms = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    stats = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in norms]
+    again = translate_unit(G, cond, 32, 16, seed=5)
+    assert np.array_equal(first, again)  # same seed, same dropout draws: bitwise
+    assert all(torch.equal(m.running_mean, s[0]) and torch.equal(m.running_var, s[1])
+               and int(m.num_batches_tracked) == s[2] for m, s in zip(norms, stats))
+    with torch.no_grad():
+        for m in norms:
+            m.running_mean.add_(3.0)
+            m.running_var.mul_(10.0)
+    assert np.array_equal(translate_unit(G, cond, 32, 16, seed=5), first)
+    assert not np.array_equal(translate_unit(G, cond, 32, 16, seed=6), first)  # dropout is on
+    assert not G.training
 
 
 def test_instance_condition_channels():
@@ -179,6 +248,43 @@ def test_instance_condition_channels():
     assert not empty[1].any()
     with pytest.raises(ValueError):
         render_instance_condition(cells[0], nuclei)
+
+
+def test_training_composite_of_a_real_overlap_matches_synthesis():
+    """Issue 28: a real overlap pixel already carries OD_a + OD_b. The training composite of a
+    real two-disc image must equal what copy-paste (``output: additive``) builds from the same
+    two cells pasted in place - each cell's own OD added - so the overlap is not doubled."""
+    from overlapseg.data.canonical import Instance, Sample
+    from overlapseg.synth.copypaste import _add_clipped, config_from_params, make_piece
+    from overlapseg.synth.sources import load_source, to_float
+
+    shape, bg = (48, 64), 0.9
+    a, b = _disc(shape, (24, 24), 11), _disc(shape, (24, 40), 11)
+    od_a, od_b = 0.35, 0.5
+
+    def image(od):  # Beer-Lambert: transmitted intensity, uint8 as stored
+        return np.round(bg * np.exp(-od) * 255).astype(np.uint8)
+
+    real = to_float(image(od_a * a + od_b * b))[..., 0]
+    composite = additive_composite(real, np.stack([a, b]))
+    overlap, only_a, only_b = a & b, a & ~b, b & ~a
+    top = od_a + od_b
+    np.testing.assert_allclose(composite[overlap], 1.0, atol=0.01)  # the maximum: not doubled
+    np.testing.assert_allclose(composite[only_a], od_a / top, atol=0.01)
+    np.testing.assert_allclose(composite[only_b], od_b / top, atol=0.01)
+    assert (composite[~(a | b)] == 0).all()
+    # synthesis: each cell cut out of an image where it stands alone, pasted in place (no
+    # transform, no edge fade), ODs added, divided by the maximum
+    cfg = config_from_params({"rotation": 0.0, "scale": [1.0, 1.0], "elastic_alpha": 0.0,
+                              "edge_sigma": 0.0, "output": "additive"})
+    od = np.zeros(shape + (1,), np.float32)
+    for mask, value in ((a, od_a), (b, od_b)):
+        cell = load_source(Sample("one", image(value * mask), [Instance(mask, "cytoplasm")])).cells[0]
+        piece = make_piece(cell, 1, cfg, 0.0, np.random.default_rng(0))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        _add_clipped(od, piece.od, rows[0] - piece.offset[0], cols[0] - piece.offset[1])
+    synthesised = od[..., 0] / od.max()
+    np.testing.assert_allclose(composite, synthesised, atol=0.02)
 
 
 def test_additive_condition_and_paired_crops():
@@ -216,6 +322,21 @@ def test_intensity_distance_and_edge_alignment():
     both = mean_edge_alignment([image, image], [masks, masks])
     assert both["alignment"] == pytest.approx(good["alignment"])
     assert both["n_boundary"] == 2 * good["n_boundary"]
+
+
+def test_texture_and_instance_fraction():
+    rng = np.random.default_rng(0)
+    flat = [np.full((32, 32), 0.5, np.float32)]
+    noisy = [rng.uniform(0, 1, (32, 32)).astype(np.float32)]
+    t_flat, t_noisy = texture_statistics(flat), texture_statistics(noisy)
+    assert t_flat == {"glcm_contrast": 0.0, "glcm_homogeneity": 1.0}
+    assert t_noisy["glcm_contrast"] > 50 and t_noisy["glcm_homogeneity"] < 0.3
+    stripes = np.tile(np.array([0.1, 0.9], np.float32), (32, 16))  # 1 px columns
+    assert texture_statistics([stripes], distances=(2,))["glcm_contrast"] < \
+        texture_statistics([stripes], distances=(1,))["glcm_contrast"]
+    assert instance_fraction([0, 3, 1, 0]) == 0.5
+    with pytest.raises(ValueError):
+        instance_fraction([])
 
 
 def test_fid_is_never_made_up(tmp_path):
@@ -256,7 +377,29 @@ def test_gan_report_quality_and_side_by_side_figure(tmp_path):
     assert json.loads((tmp_path / "q.json").read_text()) == summary
     assert summary["fid"] is None and summary["fid_note"].startswith("not computed")
     assert summary["n_real"] == summary["n_generated"] == 2 and summary["intensity_distance"] >= 0
+    assert summary["with_instances_real"] == summary["with_instances_generated"] == 1.0
+    assert summary["texture_real"]["glcm_contrast"] > 0 and set(summary["texture_generated"]) == \
+        {"glcm_contrast", "glcm_homogeneity"}
     for condition, category in (("composite", None), ("mask", None), (None, "nucleus")):
         png, pdf = tmp_path / f"{category}{condition}.png", tmp_path / f"{category}{condition}.pdf"
         side_by_side_figure(real, ["real0", "real1"], fake, condition, png, pdf, n=2, category=category)
         assert png.stat().st_size > 1000 and pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_gan_never_imports_train_or_above():
+    """Layers import downward only: overlapseg.gan (building blocks, layouts, reports of
+    generated sets) never imports the training, evaluation or report layers."""
+    import ast
+    from pathlib import Path
+
+    import overlapseg.gan
+
+    offenders = []
+    for path in sorted(Path(overlapseg.gan.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.split(".")[:2] in (["overlapseg", "train"], ["overlapseg", "evaluate"],
+                                                   ["overlapseg", "report"])]
+    assert not offenders, offenders

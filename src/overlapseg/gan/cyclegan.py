@@ -7,11 +7,12 @@ L1 cycle terms (Zhu et al.) it can add a paired L1 term (the paper's MAE; weak b
 because the paper only wants F(B_i) to look like a real mask, not to equal S_i).
 
 Generators are the U-Net of ``004`` Sec. III (or CycleGAN's ResNet), discriminators PatchGANs,
-all from :mod:`overlapseg.gan.networks`. :func:`cyclegan_step` is the update a Trainer calls.
+all from :mod:`overlapseg.gan.networks`. :func:`cyclegan_update` is the one update every
+CycleGAN-based trainer calls; :class:`ImagePool` the one history of fakes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from overlapseg.gan.networks import PatchDiscriminator, ResnetGenerator, UNetGenerator
 from overlapseg.gan.pix2pix import gan_loss
+from overlapseg.gan.step import StepOptions, mean_losses
 
 GENERATORS = ("unet", "resnet")
 
@@ -67,54 +69,43 @@ def build_cyclegan(channels_a: int, channels_b: int, **params) -> dict[str, nn.M
             "D_b": PatchDiscriminator(channels_b, ndf=p["ndf"], n_layers=p["n_layers_d"], norm=p["norm"])}
 
 
-def make_optimizers(nets: dict[str, nn.Module], lr: float = CYCLEGAN_DEFAULTS["lr"],
-                    betas: Sequence[float] = CYCLEGAN_DEFAULTS["betas"],
-                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """One Adam over both generators and one over both discriminators (as CycleGAN)."""
-    betas = tuple(float(b) for b in betas)
-    gen = list(nets["G_ab"].parameters()) + list(nets["G_ba"].parameters())
-    disc = list(nets["D_a"].parameters()) + list(nets["D_b"].parameters())
-    return torch.optim.Adam(gen, lr=lr, betas=betas), torch.optim.Adam(disc, lr=lr, betas=betas)
-
-
-class ImagePool:
+class ImagePool(nn.Module):
     """History of generated images (Shrivastava et al., used by CycleGAN): D sees, with
     probability 1/2 per image, an older fake instead of the newest, which damps oscillation.
-    Draws from its own numpy Generator; ``state_dict`` makes a resumed run exact."""
 
-    def __init__(self, size: int, seed: int = 0):
+    The history lives in buffers, so a trainer that checkpoints its model's state resumes with
+    the same history; the 1/2 swap draws come from ``rng``, a numpy Generator the caller sets
+    for each iteration (e.g. from (seed, iteration)), so there is no hidden RNG state."""
+
+    def __init__(self, size: int, channels: int, crop: int):
+        super().__init__()
         if size < 0:
             raise ValueError(f"pool size must be >= 0, got {size}")
-        self.size = size
-        self.images: list[torch.Tensor] = []
-        self.rng = np.random.default_rng(seed)
+        self.size = int(size)
+        self.register_buffer("images", torch.zeros(self.size, channels, crop, crop))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.rng: np.random.Generator | None = None
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         images = images.detach()
         if self.size == 0:
             return images
+        if self.rng is None:
+            raise RuntimeError("ImagePool: set .rng for this iteration before query()")
         out = []
         for img in images:
-            img = img[None]
-            if len(self.images) < self.size:
-                self.images.append(img.clone())
+            n = int(self.count)
+            if n < self.size:
+                self.images[n] = img
+                self.count += 1
                 out.append(img)
             elif self.rng.random() < 0.5:
                 k = int(self.rng.integers(self.size))
-                out.append(self.images[k].clone())
-                self.images[k] = img.clone()
+                out.append(self.images[k].clone().to(img.dtype))
+                self.images[k] = img
             else:
                 out.append(img)
-        return torch.cat(out, 0)
-
-    def state_dict(self) -> dict:
-        return {"size": self.size, "images": [t.cpu() for t in self.images],
-                "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.size = int(state["size"])
-        self.images = [t.clone() for t in state["images"]]
-        self.rng.bit_generator.state = state["rng"]
+        return torch.stack(out)
 
 
 def cyclegan_losses(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Module,
@@ -124,16 +115,15 @@ def cyclegan_losses(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Mo
                     paired_l1: float = CYCLEGAN_DEFAULTS["paired_l1"],
                     gan_mode: str = CYCLEGAN_DEFAULTS["gan_mode"],
                     pool_a: ImagePool | None = None,
-                    pool_b: ImagePool | None = None,
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Generator and discriminator losses of one batch ``(a, b)``.
+                    pool_b: ImagePool | None = None) -> dict[str, torch.Tensor]:
+    """Generator and discriminator losses of one batch ``(a, b)``, one flat dict.
 
-    Generators: ``{"total", "gan_ab", "gan_ba", "cycle_a", "cycle_b", "idt_a", "idt_b",
-    "paired"}`` - the entries are unweighted; ``total`` = gan terms + ``lambda_cycle`` * cycle
+    Generators: ``G_total, G_gan_ab, G_gan_ba, G_cycle_a, G_cycle_b, G_idt_a, G_idt_b,
+    G_paired`` - the parts are unweighted; ``G_total`` = gan terms + ``lambda_cycle`` * cycle
     L1 + ``lambda_cycle * lambda_identity`` * identity L1 + ``paired_l1`` * paired L1, where
     the paired L1 (``|G_ab(a) - b| + |G_ba(b) - a|``) assumes ``a`` and ``b`` correspond.
-    Discriminators: ``{"total", "D_a", "D_b"}`` on real vs detached (pooled) fakes, each
-    halved as in CycleGAN.
+    Discriminators: ``D_total, D_a, D_b`` on real vs detached (pooled) fakes, each halved as
+    in CycleGAN.
     """
     if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
         raise ValueError(f"domain batches {tuple(a.shape)} and {tuple(b.shape)} must share "
@@ -161,27 +151,40 @@ def cyclegan_losses(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Mo
     old_a = pool_a.query(fake_a) if pool_a is not None else fake_a.detach()
     d_b = 0.5 * (gan_loss(D_b(b), True, gan_mode) + gan_loss(D_b(old_b.detach()), False, gan_mode))
     d_a = 0.5 * (gan_loss(D_a(a), True, gan_mode) + gan_loss(D_a(old_a.detach()), False, gan_mode))
-    return gen, {"total": d_a + d_b, "D_a": d_a, "D_b": d_b}
+    return {**{f"G_{k}": v for k, v in gen.items()}, "D_total": d_a + d_b, "D_a": d_a, "D_b": d_b}
 
 
-def cyclegan_step(nets: dict[str, nn.Module], opt_g: torch.optim.Optimizer,
-                  opt_d: torch.optim.Optimizer, a: torch.Tensor, b: torch.Tensor,
-                  pools: tuple[ImagePool, ImagePool] | None = None, **weights) -> dict[str, float]:
-    """One CycleGAN update: generators (discriminators frozen), then discriminators.
-    ``weights``: ``lambda_cycle``, ``lambda_identity``, ``paired_l1``, ``gan_mode``."""
-    for net in nets.values():
-        net.train()
-    pool_a, pool_b = pools if pools is not None else (None, None)
-    gen, disc = cyclegan_losses(nets["G_ab"], nets["G_ba"], nets["D_a"], nets["D_b"], a, b,
-                                pool_a=pool_a, pool_b=pool_b, **weights)
-    # The discriminator terms use detached fakes and D parameters that the generator step
-    # leaves untouched, so computing them before the G update gives CycleGAN's D update. The
-    # gradients the G loss leaves on D are cleared before D's own backward pass.
+def cyclegan_update(nets: dict[str, nn.Module] | nn.ModuleDict, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer,
+                    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                    losses: Callable[..., dict[str, torch.Tensor]] | None = None,
+                    pools: tuple[ImagePool | None, ImagePool | None] = (None, None),
+                    options: StepOptions | None = None, **weights) -> dict[str, torch.Tensor]:
+    """The CycleGAN update every CycleGAN-based trainer runs: generators and discriminators
+    from the same forward pass, each total back-propagated into its own networks only
+    (the D terms use detached fakes, so D's update equals CycleGAN's D-after-G step), the
+    gradients accumulated over the micro-batches ``batches`` ((a, b) pairs, the Trainer's
+    ``accumulate``), one step each, under ``options`` (autocast, scaler, clipping, finite
+    check). ``losses(nets, a, b, pool_a, pool_b)`` defaults to :func:`cyclegan_losses` with
+    ``weights`` (``lambda_cycle``, ``lambda_identity``, ``paired_l1``, ``gan_mode``).
+    Returns the micro-batch means of every loss (detached)."""
+    opts = options or StepOptions()
+    if losses is None:
+        def losses(nets_, a_, b_, pool_a_, pool_b_):
+            return cyclegan_losses(nets_["G_ab"], nets_["G_ba"], nets_["D_a"], nets_["D_b"], a_, b_,
+                                   pool_a=pool_a_, pool_b=pool_b_, **weights)
+    g_params = [q for k in ("G_ab", "G_ba") for q in nets[k].parameters()]
+    d_params = [q for k in ("D_a", "D_b") for q in nets[k].parameters()]
     opt_g.zero_grad(set_to_none=True)
-    gen["total"].backward()
-    opt_g.step()
     opt_d.zero_grad(set_to_none=True)
-    disc["total"].backward()
-    opt_d.step()
-    return {**{f"G_{k}": float(v.detach()) for k, v in gen.items()},
-            **{f"D_{k}": float(v.detach()) for k, v in disc.items()}}
+    n, mean = len(batches), {}
+    for a, b in batches:
+        with opts.autocast():
+            parts = {k: v.float() for k, v in losses(nets, a, b, *pools).items()}
+        opts.check(parts["G_total"] + parts["D_total"], parts)
+        opts.backward(parts["G_total"] / n, inputs=g_params)
+        opts.backward(parts["D_total"] / n, inputs=d_params)
+        mean = mean_losses(mean, parts, n)
+    opts.step(opt_g, g_params)
+    opts.step(opt_d, d_params)
+    return mean

@@ -17,7 +17,8 @@ Every layer comes from dimension-agnostic factories (:func:`conv`, :func:`conv_t
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,23 @@ class InferenceDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, always_on={self.always_on}"
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
+    """Apply ``module`` as pix2pix does at test time: its BatchNorm layers normalise with the
+    statistics of the input batch (at batch size 1: instance normalisation), never with the
+    running statistics, and leave those untouched; every other layer keeps its mode."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    try:
+        for m in norms:
+            # training + no tracking: F.batch_norm gets no running buffers, uses batch statistics
+            m.training, m.track_running_stats = True, False
+        yield module
+    finally:
+        for m, (training, tracking) in zip(norms, saved):
+            m.training, m.track_running_stats = training, tracking
 
 
 # ----------------------------------------------------------------------------- U-Net

@@ -10,12 +10,13 @@ Objective (Isola et al.): cGAN loss of a PatchGAN that sees (condition, image) p
 ``lambda_l1`` (100) times the L1 distance to the real image. Images live in the generator's
 tanh range [-1, 1]; conditions are rendered in [0, 1] and mapped with
 :func:`to_network_range`. The training loop (seeding, resume, checkpoints) is the project's
-Trainer; :func:`pix2pix_step` is the one step it calls.
+Trainer; :func:`pix2pix_update` is the one update every pix2pix-based trainer calls and
+:func:`translate_unit` the one tiled translation they synthesise with.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from overlapseg.gan.networks import PatchDiscriminator, UNetGenerator
+from overlapseg.gan.networks import PatchDiscriminator, UNetGenerator, batch_statistics
+from overlapseg.gan.step import StepOptions, mean_losses, set_requires_grad
 
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -65,15 +67,6 @@ def build_pix2pix(in_channels: int, out_channels: int,
     return G, D
 
 
-def make_optimizers(G: nn.Module, D: nn.Module, lr: float = PIX2PIX_DEFAULTS["lr"],
-                    betas: Sequence[float] = PIX2PIX_DEFAULTS["betas"],
-                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for G and D (pix2pix: 2e-4, betas (0.5, 0.999); the thesis used AdamW with the same)."""
-    betas = tuple(float(b) for b in betas)
-    return (torch.optim.Adam(G.parameters(), lr=lr, betas=betas),
-            torch.optim.Adam(D.parameters(), lr=lr, betas=betas))
-
-
 # ----------------------------------------------------------------------------- losses
 def gan_loss(logits: torch.Tensor, target_is_real: bool, mode: str = "vanilla") -> torch.Tensor:
     """Patch-averaged adversarial loss: BCE with logits (pix2pix) or least squares (LSGAN)."""
@@ -105,33 +98,49 @@ def discriminator_loss(D: nn.Module, cond: torch.Tensor, fake: torch.Tensor, rea
     return {"total": 0.5 * (loss_real + loss_fake), "real": loss_real, "fake": loss_fake}
 
 
-def set_requires_grad(nets: nn.Module | Sequence[nn.Module], flag: bool) -> None:
-    for net in [nets] if isinstance(nets, nn.Module) else nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
-
-def pix2pix_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                 opt_d: torch.optim.Optimizer, cond: torch.Tensor, real: torch.Tensor,
-                 lambda_l1: float = PIX2PIX_DEFAULTS["lambda_l1"],
-                 gan_mode: str = "vanilla") -> dict[str, float]:
-    """One pix2pix update (D on real vs detached fake, then G with D frozen); loss values."""
-    G.train()
-    D.train()
-    fake = G(cond)
+def pix2pix_update(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+                   opt_d: torch.optim.Optimizer, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                   lambda_l1: float = PIX2PIX_DEFAULTS["lambda_l1"], gan_mode: str = "vanilla",
+                   d_losses: Callable | None = None, g_losses: Callable | None = None,
+                   options: StepOptions | None = None) -> dict[str, torch.Tensor]:
+    """The pix2pix update every pix2pix-based trainer runs: D on real vs detached fakes, then G
+    with D frozen, each accumulated over the micro-batches ``batches`` ((condition, real) pairs,
+    the Trainer's ``accumulate``) and stepped once, under ``options`` (autocast, gradient scaler,
+    clipping, finite-loss check). ``d_losses``/``g_losses(D, cond, fake, real)`` default to
+    :func:`discriminator_loss`/:func:`generator_loss` (a trainer passes its own hooks). Returns
+    the micro-batch means ``G_total, G_gan, G_l1, D_total, D_real, D_fake`` (detached)."""
+    opts = options or StepOptions()
+    if d_losses is None:
+        d_losses = lambda D_, c, f, r: discriminator_loss(D_, c, f, r, gan_mode)  # noqa: E731
+    if g_losses is None:
+        g_losses = lambda D_, c, f, r: generator_loss(D_, c, f, r, lambda_l1, gan_mode)  # noqa: E731
+    n = len(batches)
+    with opts.autocast():
+        fakes = [G(cond) for cond, _ in batches]  # one draw per batch, seen by D and G alike
     set_requires_grad(D, True)
     opt_d.zero_grad(set_to_none=True)
-    d = discriminator_loss(D, cond, fake, real, gan_mode)
-    d["total"].backward()
-    opt_d.step()
+    d_mean: dict[str, torch.Tensor] = {}
+    for (cond, real), fake in zip(batches, fakes):
+        with opts.autocast():
+            d = {k: v.float() for k, v in d_losses(D, cond, fake, real).items()}
+        opts.check(d["total"], {f"D_{k}": v for k, v in d.items()})
+        opts.backward(d["total"] / n)
+        d_mean = mean_losses(d_mean, d, n)
+    opts.step(opt_d, D.parameters())
     set_requires_grad(D, False)
     opt_g.zero_grad(set_to_none=True)
-    g = generator_loss(D, cond, fake, real, lambda_l1, gan_mode)
-    g["total"].backward()
-    opt_g.step()
-    set_requires_grad(D, True)
-    return {**{f"G_{k}": float(v.detach()) for k, v in g.items()},
-            **{f"D_{k}": float(v.detach()) for k, v in d.items()}}
+    g_mean: dict[str, torch.Tensor] = {}
+    try:
+        for (cond, real), fake in zip(batches, fakes):
+            with opts.autocast():
+                g = {k: v.float() for k, v in g_losses(D, cond, fake, real).items()}
+            opts.check(g["total"], {f"G_{k}": v for k, v in g.items()})
+            opts.backward(g["total"] / n)
+            g_mean = mean_losses(g_mean, g, n)
+        opts.step(opt_g, G.parameters())
+    finally:
+        set_requires_grad(D, True)
+    return {**{f"G_{k}": v for k, v in g_mean.items()}, **{f"D_{k}": v for k, v in d_mean.items()}}
 
 
 # ----------------------------------------------------------------------------- inference
@@ -152,15 +161,16 @@ def _blend_window(tile: int, ndim: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def translate(G: nn.Module, cond_image: np.ndarray, tile: int, stride: int | None = None,
-              batch_size: int = 4) -> np.ndarray:
+def translate(G: nn.Module, cond_image: np.ndarray, tile: int, stride: int | None = None) -> np.ndarray:
     """Apply ``G`` to a condition image of any size by overlapping tiles (thesis Sec. 4.4.2
     tiles 1024 px images into 512 px windows); overlaps are blended with tent weights.
 
     ``cond_image``: ``(C, *spatial)`` (or ``(*spatial)`` for one channel) in network range.
-    Images smaller than ``tile`` are mirror-padded. ``G`` runs in eval mode (running BatchNorm
-    statistics; dropout only if the generator keeps it at inference - seed torch for repeatable
-    draws) and its previous mode is restored. Returns ``(C_out, *spatial)`` float32.
+    Images smaller than ``tile`` are mirror-padded. ``G`` runs as pix2pix runs it at test time:
+    BatchNorm with the statistics of the tile itself (one tile per forward pass, i.e. instance
+    normalisation; running statistics neither used nor changed, :func:`batch_statistics`),
+    dropout only where the generator keeps it at inference (seed torch for repeatable draws);
+    its previous mode is restored. Returns ``(C_out, *spatial)`` float32.
     """
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
@@ -184,22 +194,33 @@ def translate(G: nn.Module, cond_image: np.ndarray, tile: int, stride: int | Non
     G.eval()
     try:
         out = weight = None
-        for b in range(0, len(corners), batch_size):
-            chunk = corners[b:b + batch_size]
-            batch = np.stack([padded[(slice(None),) + tuple(slice(c, c + tile) for c in corner)]
-                              for corner in chunk])
-            pred = G(torch.from_numpy(batch).to(device)).cpu().numpy().astype(np.float64)
-            if out is None:
-                out = np.zeros((pred.shape[1],) + full, np.float64)
-                weight = np.zeros(full, np.float64)
-            for corner, p in zip(chunk, pred):
+        with batch_statistics(G):
+            for corner in corners:
                 win = tuple(slice(c, c + tile) for c in corner)
-                out[(slice(None),) + win] += p * window
+                batch = np.ascontiguousarray(padded[(slice(None),) + win])[None]
+                pred = G(torch.from_numpy(batch).to(device))[0].float().cpu().numpy().astype(np.float64)
+                if out is None:
+                    out = np.zeros((pred.shape[0],) + full, np.float64)
+                    weight = np.zeros(full, np.float64)
+                out[(slice(None),) + win] += pred * window
                 weight[win] += window
     finally:
         G.train(was_training)
     out /= weight
     return out[(slice(None),) + tuple(slice(0, s) for s in spatial)].astype(np.float32)
+
+
+def translate_unit(G: nn.Module, image01: np.ndarray, tile: int, stride: int | None = None,
+                   seed: int | None = None, dropout: bool | None = None) -> np.ndarray:
+    """:func:`translate` between [0, 1] arrays (conditions and images as stored): the one tiled
+    translation every generator trainer uses at synthesis. ``dropout`` sets whether a U-Net
+    generator keeps dropout on (pix2pix's noise source, None: leave as is); ``seed`` seeds
+    torch first, so the dropout draws of an image depend on the seed only."""
+    if dropout is not None and hasattr(G, "set_inference_dropout"):
+        G.set_inference_dropout(bool(dropout))
+    if seed is not None:
+        torch.manual_seed(seed)
+    return from_network_range(translate(G, to_network_range(image01), tile, stride))
 
 
 # ----------------------------------------------------------------------------- conditionings
@@ -271,6 +292,41 @@ def render_instance_condition(cell_masks: np.ndarray, nucleus_masks: np.ndarray,
     cytoplasm = cells.any(axis=0) & ~nucleus if len(cells) else np.zeros(cells.shape[1:], bool)
     boundary = instance_boundaries(np.concatenate([cells, nuclei]), boundary_width)
     return np.stack([cytoplasm, nucleus, boundary]).astype(np.float32)
+
+
+CONDITIONS = {"mask": 3, "composite": 1}  # pix2pix conditioning -> generator input channels
+
+
+def additive_composite(image: np.ndarray, cells: np.ndarray, background: float | None = None) -> np.ndarray:
+    """Additive optical-density composite of a real grey image's own cells, scaled to [0, 1].
+
+    ``image`` float (H, W) in [0, 1]; ``cells`` bool (N, H, W). The composite is the image's OD
+    (Beer-Lambert, OD = -log(I / background); background: 90th percentile of the cell-free
+    pixels) inside the union of the cells and 0 on the free background, divided by its maximum.
+    A real overlap pixel already carries OD_a + OD_b, so it is counted once: exactly what
+    copy-paste ``output: additive`` builds when the same cells are pasted in place (each adds
+    its own OD, overlaps sum, the composite is divided by its maximum), so the generator is
+    trained on the domain it translates at synthesis (issue 28).
+    """
+    cells = np.asarray(cells, bool)
+    union = cells.any(axis=0) if len(cells) else np.zeros(image.shape, bool)
+    if background is None:
+        free = image[~union]
+        background = float(np.percentile(free, 90)) if free.size else float(image.max())
+    od = -np.log(np.clip(image, 1e-3, None) / max(background, 1e-3))
+    od = np.where(union, np.clip(od, 0, None), 0.0)
+    return (od / max(float(od.max()), 1e-6)).astype(np.float32)
+
+
+def condition_image(condition: str, image: np.ndarray | None, cells: np.ndarray,
+                    nuclei: np.ndarray, boundary_width: int) -> np.ndarray:
+    """The pix2pix generator input ``(C, H, W)`` in [0, 1] of one real image (``mask``: the
+    instance rendering; ``composite``: :func:`additive_composite`)."""
+    if condition == "mask":
+        return render_instance_condition(cells, nuclei, boundary_width)
+    if condition == "composite":
+        return additive_composite(image, cells)[None]
+    raise ValueError(f"unknown pix2pix condition {condition!r} ({' | '.join(CONDITIONS)})")
 
 
 # ----------------------------------------------------------------------------- data

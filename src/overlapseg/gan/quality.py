@@ -4,6 +4,11 @@ when an Inception weights file is present (never a made-up number).
 * :func:`intensity_distance` - Wasserstein-1 distance between the pooled grey-level
   distributions of real and generated images (do the generated images have the real
   brightness and contrast?);
+* :func:`texture_statistics` - grey-level co-occurrence (GLCM) contrast and homogeneity
+  (scikit-image), averaged over an image set (do the generated images have the real texture,
+  or flat areas with dark dots?);
+* :func:`instance_fraction` - fraction of images holding at least one instance (blank
+  generated images teach a segmentation model nothing);
 * :func:`edge_alignment` - fraction of mask boundary pixels lying on strong image gradients,
   next to the chance level (do generated images keep their masks' outlines? This is what makes
   them usable training data, ``004`` Sec. II-C, Fig. 3f);
@@ -46,6 +51,36 @@ def intensity_distance(real_images: Sequence[np.ndarray], fake_images: Sequence[
 
     return float(stats.wasserstein_distance(centres, centres, histogram(real_images),
                                             histogram(fake_images)))
+
+
+def texture_statistics(images: Sequence[np.ndarray], levels: int = 32,
+                       distances: Sequence[int] = (1, 2)) -> dict[str, float]:
+    """Mean GLCM ``contrast`` and ``homogeneity`` (:func:`skimage.feature.graycoprops`) over an
+    image set: grey levels quantised to ``levels``, co-occurrences at ``distances`` px in four
+    directions (0, 45, 90, 135 degrees), symmetric and normalised, averaged over distances and
+    directions. Contrast grows with fine texture and sharp edges, homogeneity with smooth areas;
+    compare a generated set with the real one (same ``levels``)."""
+    from skimage.feature import graycomatrix, graycoprops
+
+    if not len(images):
+        raise ValueError("texture_statistics needs at least one image")
+    if levels < 2 or not distances or min(distances) < 1:
+        raise ValueError(f"texture_statistics needs levels >= 2 and distances >= 1, got {levels}, {distances}")
+    angles = [0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
+    contrast, homogeneity = [], []
+    for im in images:
+        grey = np.minimum((_grey(im) * levels).astype(np.uint8), levels - 1)
+        glcm = graycomatrix(grey, list(distances), angles, levels=levels, symmetric=True, normed=True)
+        contrast.append(float(graycoprops(glcm, "contrast").mean()))
+        homogeneity.append(float(graycoprops(glcm, "homogeneity").mean()))
+    return {"glcm_contrast": float(np.mean(contrast)), "glcm_homogeneity": float(np.mean(homogeneity))}
+
+
+def instance_fraction(instance_counts: Sequence[int]) -> float:
+    """Fraction of images with at least one instance, from each image's instance count."""
+    if not len(instance_counts):
+        raise ValueError("instance_fraction needs at least one image")
+    return float(np.mean([int(c) > 0 for c in instance_counts]))
 
 
 def edge_alignment(image: np.ndarray, masks: np.ndarray, tolerance: int = 1,

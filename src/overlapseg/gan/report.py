@@ -1,9 +1,11 @@
 """Real vs generated images: side-by-side figure and image-quality summary of a GAN set.
 
-Quality numbers are weight-free statistics that always run (grey-level histogram distance to
-the real training images, edge alignment of generated images with their masks next to the
-real images' own) plus FID only when Inception weights exist as a local file; otherwise the
-summary says "not computed" with the reason, never a number.
+Quality numbers are weight-free statistics that always run, each next to the real training
+images' own (grey-level histogram distance, GLCM texture, fraction of images with at least one
+instance, edge alignment of the images with their masks) plus FID only when Inception weights
+exist as a local file; otherwise the summary says "not computed" with the reason, never a
+number. Nothing here loads a trained model (``gan`` never imports ``train``): the stage
+figure takes the generator's outputs.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from overlapseg.data.canonical import CanonicalDataset
-from overlapseg.gan.quality import fid, intensity_distance, mean_edge_alignment
+from overlapseg.gan.coarse_to_fine import labels_from_masks
+from overlapseg.gan.layouts import render_category
+from overlapseg.gan.pix2pix import condition_image, instance_boundaries
+from overlapseg.gan.quality import (fid, instance_fraction, intensity_distance, mean_edge_alignment,
+                                    texture_statistics)
 from overlapseg.utils.io import write_json
 
 
@@ -26,20 +32,30 @@ def _grey_uint8(image: np.ndarray) -> np.ndarray:
 
 def quality_summary(real_dir, real_names: Sequence[str], synth_dir,
                     fid_weights: str | os.PathLike | None = None, category: str = "cytoplasm") -> dict:
-    """Quality numbers; edge alignment uses the masks of ``category`` (the one a coarse-to-fine
-    generator annotates)."""
+    """Quality numbers of the generated set next to the same numbers of the real images:
+    grey-level histogram distance, GLCM texture, fraction of images with at least one instance
+    (any category), edge alignment with the masks of ``category`` (the one a coarse-to-fine
+    generator annotates), and FID when possible."""
     real_ds, synth_ds = CanonicalDataset(real_dir), CanonicalDataset(synth_dir)
     real = [_grey_uint8(real_ds.load_image(n)) for n in real_names]
     fake = [_grey_uint8(synth_ds.load_image(n)) for n in synth_ds.names]
     masks_real = [real_ds.masks(n, category) for n in real_names]
     masks_fake = [synth_ds.masks(n, category) for n in synth_ds.names]
     value, note = fid(real, fake, fid_weights)
+
+    def rounded(d: dict) -> dict:
+        return {k: round(float(v), 6) for k, v in d.items()}
+
     return {"n_real": len(real), "n_generated": len(fake),
             "intensity_distance": round(intensity_distance(real, fake), 6),
-            "edge_alignment_generated": {k: round(float(v), 6) for k, v in
-                                         mean_edge_alignment(fake, masks_fake).items()},
-            "edge_alignment_real": {k: round(float(v), 6) for k, v in
-                                    mean_edge_alignment(real, masks_real).items()},
+            "texture_generated": rounded(texture_statistics(fake)),
+            "texture_real": rounded(texture_statistics(real)),
+            "with_instances_generated": round(instance_fraction(
+                [len(synth_ds.annotations(n)) for n in synth_ds.names]), 6),
+            "with_instances_real": round(instance_fraction(
+                [len(real_ds.annotations(n)) for n in real_names]), 6),
+            "edge_alignment_generated": rounded(mean_edge_alignment(fake, masks_fake)),
+            "edge_alignment_real": rounded(mean_edge_alignment(real, masks_real)),
             "fid": value, "fid_note": note}
 
 
@@ -60,7 +76,6 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
     import matplotlib.pyplot as plt
 
     from overlapseg.data.preprocess import to_float_gray
-    from overlapseg.train.gan import condition_image
 
     real_ds, synth_ds = CanonicalDataset(real_dir), CanonicalDataset(synth_dir)
     rows = [("real", real_ds, list(real_names)[:n]), ("generated", synth_ds, synth_ds.names[:n])]
@@ -74,8 +89,6 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
                 continue
             image = to_float_gray(ds.load_image(names[c]))
             if category is not None:
-                from overlapseg.train.coarse_to_fine import render_category
-
                 cond = render_category(ds.masks(names[c], category), category, boundary_width,
                                        image.shape)
             else:
@@ -106,45 +119,43 @@ def _label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return table[labels]
 
 
-def c2f_stages_figure(model_dir, data, names: Sequence[str], out_png, out_pdf, n: int = 3,
-                      seed: int = 0, device: str = "cpu") -> None:
-    """The outputs of every stage of a trained coarse-to-fine generator (``004`` Figs. 1-3),
-    one row per example; examples are the first ``n`` images of the synthetic set written with
-    the same ``seed`` (same per-image RNG). Columns: seed points; stage 1 box image (Eq. 1
-    ovals) with the boxes taken from its connected components; stage 2 input (box-sized
-    coloured ovals); stage 2 output (colour mask, boundary class in white); decoded instances
-    after the k-terminal cut; stage 3 image with the instance outlines."""
+def c2f_stages_figure(examples: Sequence[dict], out_png, out_pdf, category: str,
+                      boundary_threshold: float = 0.5, title: str = "coarse-to-fine generator") -> None:
+    """The outputs of every stage of a coarse-to-fine generator (``004`` Figs. 1-3), one row
+    per example (:meth:`~overlapseg.train.coarse_to_fine.CoarseToFineTrainer.generate` outputs).
+    Columns: seed points; stage 1 box image (Eq. 1 ovals) with the boxes taken from its
+    connected components; stage 2 input (box-sized coloured ovals); stage 2 output (colour
+    mask, boundary class in white); decoded instances after the k-terminal cut; stage 3 input
+    (instance rendering: cytoplasm red, nuclei green, boundaries blue); stage 3 image with the
+    instance outlines (red) and, when conditioned on cells, the cell outlines (cyan)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from overlapseg.gan.coarse_to_fine import labels_from_masks
-    from overlapseg.gan.pix2pix import instance_boundaries
-    from overlapseg.train.base import DataRef, Trainer, iteration_torch_seed
-    from overlapseg.train.coarse_to_fine import CoarseToFineTrainer, RealLayouts
     from overlapseg.utils.io import atomic_path
 
-    trainer, model = Trainer.load(Path(model_dir), device)
-    if not isinstance(trainer, CoarseToFineTrainer):
-        raise ValueError(f"{model_dir}: not a coarse_to_fine generator (trainer {trainer.name!r})")
-    real = RealLayouts([DataRef(Path(data), list(names))], trainer.params["category"], 1)
     titles = ["seed points", "stage 1: ovals + boxes", "stage 2 input: coloured ovals",
-              "stage 2: colour mask + boundary", "decoded + k-terminal cut", "stage 3: image"]
+              "stage 2: colour mask + boundary", "decoded + k-terminal cut", "stage 3 input",
+              "stage 3: image"]
+    n = len(examples)
     fig, axes = plt.subplots(n, len(titles), figsize=(2.1 * len(titles), 2.2 * n), squeeze=False)
-    for i in range(n):
-        out = trainer.generate(model, real, np.random.default_rng([seed, i]), iteration_torch_seed(seed, i))
+    for i, out in enumerate(examples):
         mask_image = out["mask_image"]
         colour = np.moveaxis(mask_image[:3], 0, -1).copy()
-        colour[mask_image[3] > trainer.params["c2f"]["boundary_threshold"]] = 1.0
+        colour[mask_image[3] > boundary_threshold] = 1.0
         labels = labels_from_masks(out["masks"]) if len(out["masks"]) else np.zeros(out["image"].shape, np.int32)
-        outline = instance_boundaries(out["masks"], 1) if len(out["masks"]) else np.zeros(labels.shape, bool)
         image = np.repeat(out["image"][..., None], 3, axis=2)
-        image[outline] = (1.0, 0.2, 0.2)
+        cells = out.get("cells")
+        if cells is not None and len(cells):
+            image[instance_boundaries(cells, 1)] = (0.2, 0.9, 0.9)
+        if len(out["masks"]):
+            image[instance_boundaries(out["masks"], 1)] = (1.0, 0.2, 0.2)
         panels = [(out["point_image"][0], "gray"), (out["box_image"][0], "magma"),
                   (np.moveaxis(out["colour_boxes"], 0, -1), None), (colour, None),
-                  (_label_rgb(labels, i), None), (image, None)]
+                  (_label_rgb(labels, i), None), (np.moveaxis(out["condition"], 0, -1), None),
+                  (image, None)]
         for c, (panel, cmap) in enumerate(panels):
             ax = axes[i, c]
             ax.imshow(np.clip(panel, 0, 1), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -156,8 +167,8 @@ def c2f_stages_figure(model_dir, data, names: Sequence[str], out_png, out_pdf, n
             axes[i, 1].add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, lw=0.6,
                                            edgecolor="cyan"))
         axes[i, 0].set_ylabel(f"{len(out['points'])} points -> {len(out['centres'])} boxes -> "
-                              f"{len(out['masks'])} {trainer.params['category']}", fontsize=6)
-    fig.suptitle(f"coarse-to-fine generator {Path(model_dir).name}: stage outputs", fontsize=9)
+                              f"{len(out['masks'])} {category}", fontsize=6)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     for path, kwargs in ((out_png, {"dpi": 120, "metadata": {"Software": None}}),
                          (out_pdf, {"metadata": {"CreationDate": None, "Creator": None,

@@ -1,20 +1,22 @@
-"""pix2pix trainer (``gan.<name>.model: pix2pix``) and GAN-based synthetic training sets.
+"""GAN trainers: their base :class:`GANTrainer`, the pix2pix trainer (``gan.<name>.model:
+pix2pix``) and synthesis of GAN-based training sets (:func:`gan_synthesize`).
 
-Brightfield thesis (``003``) Sec. 4.4.2 / 5.5-5.6 and the coarse-to-fine paper (``004``)
-stage 3; networks and losses in :mod:`overlapseg.gan.pix2pix`. Two conditionings:
+pix2pix follows the brightfield thesis (``003``) Sec. 4.4.2 / 5.5-5.6 and the coarse-to-fine
+paper (``004``) stage 3; networks, losses, the update and the tiled translation are
+:mod:`overlapseg.gan.pix2pix`. Two conditionings:
 
 * ``mask``: an instance rendering of the annotations (cytoplasm, nuclei, boundary class) ->
   the real image. Synthesis renders the masks of new copy-paste layouts and translates them.
 * ``composite``: the copy-paste module's additive optical-density composite -> the real image.
-  Training pairs come from the real images themselves: each cell's optical density (Beer-
-  Lambert, OD = -log(I / background)) is cut out with its mask and the cells are added back in
-  place, so overlaps carry the summed densities of cut-out crops exactly as pasted composites
-  do; the generator learns to turn such composites into realistic images. Synthesis translates
-  new composites (``synth.copypaste`` params, ``output: additive``).
+  Training pairs come from the real images themselves: the image's OD inside its cells
+  (:func:`~overlapseg.gan.pix2pix.additive_composite`; a real overlap already carries the
+  summed densities, as a pasted one does); synthesis translates new composites
+  (``synth.copypaste`` params, ``output: additive``).
 
 Either way the synthetic images keep the exact instance masks of their layouts. The loop is the
-base :class:`~overlapseg.train.base.Trainer`'s (seeding, resume, checkpoints, loss log) with two
-optimizers and a discriminator-then-generator step.
+base :class:`~overlapseg.train.base.Trainer`'s (seeding, resume, checkpoints, loss log); the
+coarse-to-fine generator and its baselines (:mod:`overlapseg.train.layout_generator`) share
+:class:`GANTrainer` with pix2pix.
 """
 from __future__ import annotations
 
@@ -23,44 +25,71 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from overlapseg.data.canonical import CanonicalDataset, Sample, write_canonical_dataset
 from overlapseg.data.preprocess import to_float_gray
-from overlapseg.gan.pix2pix import (PIX2PIX_DEFAULTS, additive_condition, build_pix2pix,
-                                    discriminator_loss, from_network_range, generator_loss,
-                                    render_instance_condition, sample_paired_crops,
-                                    set_requires_grad, to_network_range, translate)
+from overlapseg.gan.pix2pix import (CONDITIONS, PIX2PIX_DEFAULTS, additive_condition, build_pix2pix,
+                                    condition_image, discriminator_loss, generator_loss,
+                                    pix2pix_update, render_instance_condition, sample_paired_crops,
+                                    to_network_range, translate_unit)
+from overlapseg.gan.step import StepOptions
 from overlapseg.train.base import DataRef, Trainer, iteration_torch_seed, register
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = {"mask": 3, "composite": 1}  # conditioning -> input channels
 
+class GANTrainer(Trainer):
+    """Base of every generator trainer (not registered). It hands the Trainer's ``amp``,
+    ``grad_clip`` and ``accumulate`` (the micro-batches) to the one pix2pix update of
+    :mod:`overlapseg.gan` (:meth:`pix2pix_step`), keeps the pix2pix loss hooks the contract
+    tests patch, and translates at synthesis with the one tiled translation
+    (:meth:`translate_image`, params ``tile``/``stride``). Adam at a constant learning rate,
+    as pix2pix and CycleGAN."""
 
-def additive_composite(image: np.ndarray, cells: np.ndarray, background: float | None = None) -> np.ndarray:
-    """Additive optical-density composite of a real grey image's own cells, scaled to [0, 1].
+    PRODUCES_INSTANCES = False
 
-    ``image`` float (H, W) in [0, 1]; ``cells`` bool (N, H, W). Each cell contributes the
-    image's OD inside its mask, so a pixel covered by k cells carries k times its OD: what
-    adding cut-out cells does (copy-paste ``output: additive`` scales OD the same way).
-    """
-    union = cells.any(axis=0) if len(cells) else np.zeros(image.shape, bool)
-    if background is None:
-        free = image[~union]
-        background = float(np.percentile(free, 90)) if free.size else float(image.max())
-    od = -np.log(np.clip(image, 1e-3, None) / max(background, 1e-3))
-    od = np.clip(od, 0, None) * cells.sum(axis=0, dtype=np.int32)
-    return (od / max(float(od.max()), 1e-6)).astype(np.float32)
+    def lr_factor(self, iteration: int) -> float:
+        return 1.0
 
+    def _adam(self, modules: list[nn.Module]) -> torch.optim.Adam:
+        params = [q for m in modules for q in m.parameters()]
+        return torch.optim.Adam(params, lr=float(self.params["lr"]),
+                                betas=tuple(float(b) for b in self.params["betas"]))
 
-def condition_image(condition: str, image: np.ndarray | None, cells: np.ndarray,
-                    nuclei: np.ndarray, boundary_width: int) -> np.ndarray:
-    """The generator input (C, H, W) in [0, 1] of one real image or layout."""
-    if condition == "mask":
-        return render_instance_condition(cells, nuclei, boundary_width)
-    if condition == "composite":
-        return additive_composite(image, cells)[None]
-    raise ValueError(f"unknown pix2pix condition {condition!r} ({' | '.join(CONDITIONS)})")
+    def step_options(self, scaler, iteration: int, prefix: str = "") -> StepOptions:
+        """The Trainer's mixed precision, gradient scaler, clipping and finite-loss check."""
+        def check(total, parts):
+            self.check_finite(total, iteration, {f"{prefix}{k}": v for k, v in parts.items()})
+        return StepOptions(self.autocast, scaler, self.params["grad_clip"], check)
+
+    def discriminator_losses(self, D, cond, fake, real) -> dict[str, torch.Tensor]:
+        """pix2pix D: real vs detached fake."""
+        return discriminator_loss(D, cond, fake, real, self.params["gan_mode"])
+
+    def generator_losses(self, D, cond, fake, real) -> dict[str, torch.Tensor]:
+        """pix2pix G: cGAN + lambda_l1 * MAE to the real image (``004`` Sec. II-C / III)."""
+        return generator_loss(D, cond, fake, real, float(self.params["lambda_l1"]),
+                              self.params["gan_mode"])
+
+    def pix2pix_step(self, nets: nn.ModuleDict, batches: list, optimizers, scaler, iteration: int,
+                     key_g: str = "G", key_d: str = "D", prefix: str = "") -> dict[str, torch.Tensor]:
+        """:func:`~overlapseg.gan.pix2pix.pix2pix_update` of ``nets["G"]``/``nets["D"]`` on the
+        micro-batches; logged as ``{prefix}G_gan, G_l1, D_real, D_fake, total``."""
+        out = pix2pix_update(nets["G"], nets["D"], optimizers[key_g], optimizers[key_d], batches,
+                             d_losses=self.discriminator_losses, g_losses=self.generator_losses,
+                             options=self.step_options(scaler, iteration, prefix))
+        return {**{f"{prefix}{k}": out[k] for k in ("G_gan", "G_l1", "D_real", "D_fake")},
+                f"{prefix}total": out["G_total"] + out["D_total"]}
+
+    def translate_image(self, G: nn.Module, image01: np.ndarray, seed: int | None = None,
+                        dropout: bool | None = False) -> np.ndarray:
+        """``G`` applied by overlapping tiles (``tile`` param, default ``crop_size``; ``stride``,
+        default tile / 2) to a ``(C, H, W)`` [0, 1] array, as in training (batch statistics,
+        dropout as ``dropout``); ``(C_out, H, W)`` in [0, 1]. ``seed`` seeds the dropout draws."""
+        tile = int(self.params["tile"] or self.params["crop_size"])
+        stride = int(self.params["stride"] or max(tile // 2, 1))
+        return translate_unit(G, image01, tile, stride, seed, dropout)
 
 
 class PairedImages:
@@ -83,7 +112,7 @@ class PairedImages:
 
 
 @register("pix2pix")
-class Pix2PixTrainer(Trainer):
+class Pix2PixTrainer(GANTrainer):
     """Conditional GAN: U-Net generator, 70x70 PatchGAN, cGAN + lambda L1, Adam 2e-4 (0.5, 0.999)."""
 
     DEFAULTS = {**Trainer.DEFAULTS, **PIX2PIX_DEFAULTS, "betas": [0.5, 0.999],
@@ -91,7 +120,6 @@ class Pix2PixTrainer(Trainer):
                 "flips": True, "tile": None, "stride": None}
     SMOKE_PARAMS = {"crop_size": 32, "ngf": 4, "ndf": 4, "batch_size": 2}
     INFERENCE_KEYS = ("tile", "stride", "dropout_at_inference")
-    PRODUCES_INSTANCES = False
     USES_COPYPASTE_LAYOUTS = True  # synthesize_set translates copy-paste layouts
     LOSS_METHODS = ("discriminator_losses", "generator_losses")
 
@@ -105,17 +133,12 @@ class Pix2PixTrainer(Trainer):
         return {k: self.params[k] for k in PIX2PIX_DEFAULTS if k not in ("lr", "betas", "lambda_l1",
                                                                           "gan_mode", "boundary_width")}
 
-    def build_model(self) -> torch.nn.ModuleDict:
+    def build_model(self) -> nn.ModuleDict:
         G, D = build_pix2pix(CONDITIONS[self.params["condition"]], 1, **self._network_params())
-        return torch.nn.ModuleDict({"G": G, "D": D})
+        return nn.ModuleDict({"G": G, "D": D})
 
     def configure_optimizers(self, model) -> dict[str, torch.optim.Optimizer]:
-        lr, betas = float(self.params["lr"]), tuple(float(b) for b in self.params["betas"])
-        return {"G": torch.optim.Adam(model["G"].parameters(), lr=lr, betas=betas),
-                "D": torch.optim.Adam(model["D"].parameters(), lr=lr, betas=betas)}
-
-    def lr_factor(self, iteration: int) -> float:
-        return 1.0
+        return {"G": self._adam([model["G"]]), "D": self._adam([model["D"]])}
 
     def load_data(self, refs: list[DataRef]) -> PairedImages:
         return PairedImages(refs, self.params["condition"], int(self.params["boundary_width"]))
@@ -130,54 +153,20 @@ class Pix2PixTrainer(Trainer):
             targets.append(t[0])
         return torch.from_numpy(np.stack(conds)), torch.from_numpy(np.stack(targets))
 
-    def discriminator_losses(self, D, cond, fake, real) -> dict[str, torch.Tensor]:
-        return discriminator_loss(D, cond, fake, real, self.params["gan_mode"])
-
-    def generator_losses(self, D, cond, fake, real) -> dict[str, torch.Tensor]:
-        return generator_loss(D, cond, fake, real, float(self.params["lambda_l1"]),
-                              self.params["gan_mode"])
-
     def training_step(self, model, micro_batches, optimizers, scaler, iteration: int):
-        """Discriminator on real vs detached fake, then generator with the discriminator frozen."""
-        G, D = model["G"], model["D"]
-        p = self.params
-        out: dict[str, torch.Tensor] = {}
-        for cond, real in micro_batches:
-            fake = G(cond)
-            set_requires_grad(D, True)
-            optimizers["D"].zero_grad(set_to_none=True)
-            d = self.discriminator_losses(D, cond, fake, real)
-            self.check_finite(d["total"], iteration, {f"D_{k}": v for k, v in d.items()})
-            d["total"].backward()
-            optimizers["D"].step()
-            set_requires_grad(D, False)
-            optimizers["G"].zero_grad(set_to_none=True)
-            g = self.generator_losses(D, cond, fake, real)
-            self.check_finite(g["total"], iteration, {f"G_{k}": v for k, v in g.items()})
-            g["total"].backward()
-            optimizers["G"].step()
-            set_requires_grad(D, True)
-            out = {"loss_G_gan": g["gan"].detach(), "loss_G_l1": g["l1"].detach(),
-                   "loss_D_real": d["real"].detach(), "loss_D_fake": d["fake"].detach()}
-        return {**out, "loss": g["total"].detach() + d["total"].detach()}
+        """One pix2pix update (:meth:`GANTrainer.pix2pix_step`) over the micro-batches."""
+        out = self.pix2pix_step(model, list(micro_batches), optimizers, scaler, iteration)
+        scaler.update()
+        total = out.pop("total")
+        return {**out, "loss": total}
 
     # ---- synthesis ------------------------------------------------------------------------
-    def translate_condition(self, model, cond: np.ndarray, seed: int) -> np.ndarray:
-        """Grey float image (H, W) in [0, 1] for one condition (C, H, W) in [0, 1]."""
-        G = model["G"] if isinstance(model, torch.nn.ModuleDict) else model
-        G.set_inference_dropout(bool(self.params["dropout_at_inference"]))
-        torch.manual_seed(seed)  # dropout is the generator's noise: draw it reproducibly
-        tile = int(self.params["tile"] or self.params["crop_size"])
-        stride = int(self.params["stride"] or tile // 2)
-        with torch.no_grad():
-            out = translate(G, to_network_range(cond), tile, stride)
-        return from_network_range(out[0])
-
     def synthesize(self, model, layouts: list[Sample], out_dir: Path, seed: int,
                    info: dict | None = None) -> Path:
         """Translate the conditions of ``layouts`` (samples with exact masks; for ``composite``
         their image is the additive composite) into a canonical dataset with the same masks."""
         condition = self.params["condition"]
+        G = model["G"] if isinstance(model, nn.ModuleDict) else model
 
         def samples():
             for i, layout in enumerate(layouts):
@@ -188,12 +177,12 @@ class Pix2PixTrainer(Trainer):
                     cond = additive_condition(layout.image)
                 else:
                     cond = render_instance_condition(cells, nuclei, int(self.params["boundary_width"]))
-                image = self.translate_condition(model, cond, iteration_torch_seed(seed, i))
+                image = self.translate_image(G, cond, iteration_torch_seed(seed, i),
+                                             bool(self.params["dropout_at_inference"]))[0]
                 yield Sample(layout.name, np.round(image * 255).astype(np.uint8), layout.instances,
                              source=f"{self.name} condition={condition} layout={layout.source}",
                              subset="synth")
         return write_canonical_dataset(samples(), out_dir, info=info)
-
 
     def synthesize_set(self, model, data, names, out_dir, n: int, seed: int, copypaste_params: dict,
                        prefix: str | None = None, info: dict | None = None) -> Path:
@@ -216,7 +205,9 @@ def gan_synthesize(model_dir, data, names, out_dir, n: int, seed: int, copypaste
     """``n`` synthetic images of the generator in ``model_dir`` (trained on ``names`` of
     ``data``, the train split), masks kept exactly; each generator trainer's
     ``synthesize_set`` decides the layouts (pix2pix: copy-paste layouts from ``copypaste``
-    params; coarse-to-fine and its baselines: their own, :mod:`overlapseg.train.coarse_to_fine`)."""
+    params; coarse-to-fine and its baselines: their own, :mod:`overlapseg.train.layout_generator`).
+    Image ``i`` depends only on (seed, i) and the model, not on ``n``: two generator entries
+    that share one trained model and seed give nested sets (the first ``n`` images agree)."""
     trainer, model = Trainer.load(Path(model_dir), device)
     if trainer.PRODUCES_INSTANCES or not hasattr(trainer, "synthesize_set"):
         raise ValueError(f"{model_dir}: not a generator (trainer {trainer.name!r})")
