@@ -8,6 +8,8 @@ import logging
 import math
 import sys
 
+from overlapseg.utils.cli import error_line
+
 # Subpackage modules that define ``register(subparsers)``.
 SUBCOMMAND_MODULES = [
     "overlapseg.data.cli",
@@ -37,16 +39,6 @@ def non_finite_option(args: argparse.Namespace) -> str | None:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             return "--" + dest.replace("_", "-")
     return None
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for a bad input or a failed read/write: the file first, then the problem."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
-        return f"{where}: {exc.strerror}"
-    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        return exc.args[0]
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

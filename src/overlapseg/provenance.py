@@ -8,7 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from overlapseg.utils.io import dumps_json, sha256_file
+from overlapseg.utils.io import dumps_json, file_record, sha256_file, tree_record  # noqa: F401 - re-exported
 
 PACKAGES = ("overlapseg", "torch", "torchvision", "numpy", "scipy", "scikit-image", "pycocotools",
             "opencv-python-headless", "pandas", "snakemake")
@@ -78,26 +78,6 @@ def provenance(config: dict, inputs, seed: int, experiment: str | None = None) -
 # `overlapseg audit TABLE.csv --row LABEL --column METRIC` prints one cell's chain.
 PROVENANCE_FORMAT = 1
 MAX_LISTED_FILES = 200  # folders with more files are recorded as one digest
-
-
-def file_record(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def tree_record(path: str | os.PathLike) -> dict:
-    """One sha256 over a folder: of the lines ``relative/path<TAB>sha256`` of its files, sorted."""
-    path = Path(path)
-    if path.is_file():
-        return file_record(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: folder not found")
-    lines = [f"{f.relative_to(path).as_posix()}\t{sha256_file(f)}\n"
-             for f in sorted(p for p in path.rglob("*") if p.is_file())]
-    digest = hashlib.sha256("".join(lines).encode()).hexdigest()
-    return {"path": str(path), "sha256_tree": digest, "files": len(lines)}
 
 
 def raw_record(paths) -> dict:

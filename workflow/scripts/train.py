@@ -8,7 +8,7 @@ inputs = build_inputs(snakemake.input.data, snakemake.input.splits, spec["source
                       as_list(snakemake.input.get("synthetic")), spec["maps"],
                       as_list(snakemake.input.get("maps")) if spec["maps"] else None,
                       spec["mix"], snakemake.input.get("teacher"), spec.get("pool", "all"),
-                      snakemake.params.get("pool_options"))
+                      snakemake.params.get("pool_options"), init_file=snakemake.input.get("init"))
 train_experiment(model=snakemake.params.model, out_model=snakemake.output.model,
                  params={**snakemake.params.params, "threads": snakemake.threads},
                  seed=snakemake.params.seed, inputs=inputs, device=snakemake.params.device)

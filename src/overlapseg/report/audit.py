@@ -15,8 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from overlapseg.provenance import tree_record
-from overlapseg.utils.io import read_json, sha256_file
+from overlapseg.utils.io import read_json, sha256_file, tree_record
 
 MAX_IDS = 12  # split ids printed (all of them with --json)
 

@@ -18,23 +18,10 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from skimage import measure  # noqa: E402
 
 from overlapseg.data.canonical import DataError, read_image  # noqa: E402
-from overlapseg.utils.io import atomic_path, read_json  # noqa: E402
+from overlapseg.utils.io import read_json  # noqa: E402
+from overlapseg.utils.plotting import save_figure  # noqa: E402,F401 - figure writers import it from here too
 
-plt.rcParams["svg.hashsalt"] = "overlapseg"
 CATEGORY_ORDER = ("cytoplasm", "nucleus")
-
-
-def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
-    """Write ``stem``.png (150 dpi) and ``stem``.pdf atomically without timestamps."""
-    stem = Path(stem)
-    out = []
-    for fmt, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "ModDate": None})):
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta, bbox_inches="tight")
-        out.append(path)
-    plt.close(fig)
-    return out
 
 
 def _colours(n: int, palette: str = "tab20") -> np.ndarray:

@@ -1,5 +1,5 @@
 """Figures of the data-side methods: overlap-probability maps v0-v4, CCCE (divide vs absorbance)
-and copy-paste composites. PNG + PDF without timestamps (``report.figures.save_figure``)."""
+and copy-paste composites. PNG + PDF without timestamps (``utils.plotting.save_figure``)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from skimage import measure  # noqa: E402
 
 from overlapseg.data.canonical import CanonicalDataset, DataError, Sample  # noqa: E402
 from overlapseg.maps.overlap_maps import VARIANTS, read_map  # noqa: E402
-from overlapseg.report.figures import save_figure  # noqa: E402
+from overlapseg.utils.plotting import save_figure  # noqa: E402
 from overlapseg.synth import ccce  # noqa: E402
 from overlapseg.synth.sources import select_pool  # noqa: E402
 

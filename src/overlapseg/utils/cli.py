@@ -41,3 +41,13 @@ def parse_options(pairs: list[str] | None) -> dict:
         if non_finite_path(out[key]):
             raise ValueError(f"--option {key}: non-finite number in {value!r}")
     return out
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a bad input or a failed read/write: the file first, then the problem."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{where}: {exc.strerror}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -178,3 +178,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- file digests
+def file_record(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def tree_record(path: str | os.PathLike) -> dict:
+    """One sha256 over a folder: of the lines ``relative/path<TAB>sha256`` of its files, sorted."""
+    path = Path(path)
+    if path.is_file():
+        return file_record(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: folder not found")
+    lines = [f"{f.relative_to(path).as_posix()}\t{sha256_file(f)}\n"
+             for f in sorted(p for p in path.rglob("*") if p.is_file())]
+    digest = hashlib.sha256("".join(lines).encode()).hexdigest()
+    return {"path": str(path), "sha256_tree": digest, "files": len(lines)}

@@ -24,7 +24,7 @@ def log_to_file(snakemake) -> None:
     def report(kind, exc, tb):
         import traceback
 
-        from overlapseg.cli import error_line
+        from overlapseg.utils.cli import error_line
 
         traceback.print_exception(kind, exc, tb, file=stream)
         stream.flush()
