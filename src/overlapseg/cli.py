@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "overlapseg.report.cli",
     "overlapseg.maps.cli",
     "overlapseg.synth.cli",
+    "overlapseg.segment.cli",
 ]
 
 
