@@ -351,3 +351,19 @@ def test_segment_saves_only_what_is_asked_and_rejects_a_missing_image(model, tmp
         "segment_summary.json", "segment_timing.json"]
     assert main(["segment", str(model_path), str(tmp_path / "two.png"), "--out", str(out)]) == 2
     assert "two.png: no such image file or folder" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_no_outputs_of_that_image(model, tmp_path, monkeypatch):
+    model_path, base = model
+    cv2.imwrite(str(tmp_path / "one.png"), base)
+
+    def full_disk(path, *args):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(export, "write_overlay", full_disk)
+    summary = segment_images(model_path, [tmp_path / "one.png"], tmp_path / "out", threads=1,
+                             progress=False)
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{tmp_path / 'one.png'}: {tmp_path / 'out' / 'one.overlay.png'}: No space left on device"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "measurements.csv", "segment_summary.json", "segment_timing.json"]

@@ -91,26 +91,53 @@ def instances_from_results(results: Sequence[dict], shape: tuple[int, int]) -> l
 
 def intersection(a: FoundInstance, b: FoundInstance) -> int:
     """Pixels shared by two instances (through their boxes, without full-frame masks)."""
-    (ay, ax), (by, bx) = a.offset, b.offset
+    window = _overlap_window(a, b.offset, b.crop.shape)
+    return 0 if window is None else int((b.crop[window[0]] & a.crop[window[1]]).sum())
+
+
+def _overlap_window(a: FoundInstance, offset: tuple[int, int], shape: tuple[int, ...]):
+    """Slices of the overlap of ``a``'s box with a box at ``offset`` of ``shape``: (in that
+    box, in ``a``'s crop), or None when they do not meet."""
+    (ay, ax), (by, bx) = a.offset, offset
     y0, x0 = max(ay, by), max(ax, bx)
-    y1 = min(ay + a.crop.shape[0], by + b.crop.shape[0])
-    x1 = min(ax + a.crop.shape[1], bx + b.crop.shape[1])
+    y1, x1 = min(ay + a.crop.shape[0], by + shape[0]), min(ax + a.crop.shape[1], bx + shape[1])
     if y0 >= y1 or x0 >= x1:
-        return 0
-    return int((a.crop[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & b.crop[y0 - by:y1 - by, x0 - bx:x1 - bx]).sum())
+        return None
+    return ((slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx)),
+            (slice(y0 - ay, y1 - ay), slice(x0 - ax, x1 - ax)))
+
+
+def _paste(target: np.ndarray, offset: tuple[int, int], inst: FoundInstance) -> None:
+    """OR ``inst``'s mask into ``target``, a bool array covering the box at ``offset``."""
+    window = _overlap_window(inst, offset, target.shape)
+    if window is not None:
+        target[window[0]] |= inst.crop[window[1]]
+
+
+def box_neighbours(instances: Sequence[FoundInstance]) -> list[np.ndarray]:
+    """For each instance, the indices of the other instances whose boxes intersect its box
+    (the only ones it can share pixels with), found for all pairs at once."""
+    if not instances:
+        return []
+    boxes = np.array([(i.offset[0], i.offset[1], i.offset[0] + i.crop.shape[0],
+                       i.offset[1] + i.crop.shape[1]) for i in instances])
+    y0, x0, y1, x1 = boxes.T
+    meet = ((y0[:, None] < y1[None]) & (y0[None] < y1[:, None]) &
+            (x0[:, None] < x1[None]) & (x0[None] < x1[:, None]))
+    np.fill_diagonal(meet, False)
+    return [np.flatnonzero(row) for row in meet]
 
 
 def link_nuclei(instances: Sequence[FoundInstance]) -> None:
     """Set each nucleus' ``cell_id``: the cell sharing most of its pixels, when that is at
     least half the nucleus (ties: the lower id); None otherwise."""
-    cells = [c for c in instances if c.category == "cytoplasm"]
-    for nuc in instances:
+    for nuc, near in zip(instances, box_neighbours(instances)):
         if nuc.category != "nucleus":
             continue
         best, best_id = 0, None
-        for cell in cells:
+        for cell in (instances[j] for j in near if instances[j].category == "cytoplasm"):
             shared = intersection(nuc, cell)
-            if shared > best:
+            if shared > best:  # neighbours come in id order: ties keep the lower id
                 best, best_id = shared, cell.id
         nuc.cell_id = best_id if best_id is not None and 2 * best >= nuc.area else None
 
@@ -240,12 +267,16 @@ def measurements(instances: Sequence[FoundInstance], image: str,
     coverage = {c: np.zeros(shape, dtype=np.uint16) for c in CATEGORY_ORDER}
     for inst in instances:
         coverage[inst.category][inst.box] += inst.crop
+    nuclei_of: dict[int, list[FoundInstance]] = {}
+    for n in instances:
+        if n.category == "nucleus" and n.cell_id is not None:
+            nuclei_of.setdefault(n.cell_id, []).append(n)
     rows = []
-    for inst in instances:
+    for inst, near in zip(instances, box_neighbours(instances)):
         (y0, x0), (h, w) = inst.offset, inst.crop.shape
         ys, xs = np.nonzero(inst.crop)
-        others = [o.id for o in instances
-                  if o.category == inst.category and o.id != inst.id and intersection(inst, o)]
+        others = sorted(instances[j].id for j in near if instances[j].category == inst.category
+                        and intersection(inst, instances[j]))
         row = {
             "image": image, "id": inst.id, "category": inst.category, "score": round(inst.score, 6),
             "area": inst.area,
@@ -259,11 +290,11 @@ def measurements(instances: Sequence[FoundInstance], image: str,
             "nucleus_ids": "", "nucleus_area": "", "nc_ratio": "",
         }
         if inst.category == "cytoplasm":
-            nuclei = [n for n in instances if n.category == "nucleus" and n.cell_id == inst.id]
+            nuclei = nuclei_of.get(inst.id, [])
             if nuclei:
                 union = np.zeros(inst.crop.shape, dtype=bool)
                 for n in nuclei:
-                    union |= n.full_mask(shape)[inst.box]
+                    _paste(union, inst.offset, n)
                 inside = int((union & inst.crop).sum())
                 row["nucleus_ids"] = ";".join(str(n.id) for n in nuclei)
                 row["nucleus_area"] = inside

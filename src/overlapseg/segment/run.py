@@ -34,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from overlapseg.cli import error_line
 from overlapseg.segment import export
 from overlapseg.segment.images import ImageSource, image_sources, read_source
 from overlapseg.utils.io import sha256_file, write_json
@@ -112,13 +113,15 @@ def _model_dir(model_path) -> Path:
 
 
 def segment_one(trainer, net, source: ImageSource, out_dir: Path, save: Sequence[str],
-                factor: float, model_info: dict) -> dict:
-    """Predict one image and write its outputs; returns its summary record."""
+                factor: float, model_info: dict, partial: list[Path]) -> dict:
+    """Predict one image and write its outputs (each path is added to ``partial`` before it
+    is written); returns its summary record."""
     import torch
+
+    from overlapseg.data.preprocess import to_float_gray
 
     image = read_source(source)
     h, w = image.shape[:2]
-    from overlapseg.data.preprocess import to_float_gray
 
     with torch.no_grad():
         results, semantic = trainer.predict_at_scale(net, to_float_gray(image), 1, factor)
@@ -128,44 +131,42 @@ def segment_one(trainer, net, source: ImageSource, out_dir: Path, save: Sequence
     name = source.name
     written: dict[str, list[Path]] = {}
 
+    def output(kind: str, filename: str) -> Path:
+        path = out_dir / filename
+        written.setdefault(kind, []).append(path)
+        partial.append(path)
+        return path
+
     if "coco" in save:
         info = {"description": "overlapseg segment", "model_sha256": model_info["sha256"],
                 "trainer": model_info["trainer"], "image_file": str(source.path),
                 "image_page": None if source.plane is None else source.plane + 1,
                 "resample_factor": factor}
-        doc = export.coco_document(instances, {"name": name, "file_name": source.path.name,
-                                               "width": w, "height": h}, info)
-        written["coco"] = [out_dir / f"{name}.coco.json"]
-        write_json(written["coco"][0], doc)
+        write_json(output("coco", f"{name}.coco.json"), export.coco_document(
+            instances, {"name": name, "file_name": source.path.name, "width": w, "height": h}, info))
     if "labels" in save:
         for category in export.CATEGORY_ORDER:  # an earlier run's layers of this image
             for stale in out_dir.glob(f"{glob.escape(name)}.{category}.layer*.tif"):
                 if re.fullmatch(r"layer\d+", stale.name[len(name) + len(category) + 2:-4]):
                     stale.unlink()
-        written["labels"] = []
         for category in categories:
             for k, layer in enumerate(export.label_layers(instances, category, (h, w)), start=1):
-                path = out_dir / f"{name}.{category}.layer{k}.tif"
-                export.write_tiff(path, layer)
-                written["labels"].append(path)
+                export.write_tiff(output("labels", f"{name}.{category}.layer{k}.tif"), layer)
     if "roi" in save or "geojson" in save:
         geoms = [export.instance_geometry(i) for i in instances]
-        width = len(str(len(instances)))
         if "roi" in save:
+            width = len(str(len(instances)))
             rois = [export.imagej_roi(i, g, width) for i, g in zip(instances, geoms)
                     if export.polygon_parts(g)]
-            written["roi"] = [out_dir / f"{name}.rois.zip"]
-            export.write_roi_zip(written["roi"][0], rois)
+            export.write_roi_zip(output("roi", f"{name}.rois.zip"), rois)
         if "geojson" in save:
-            written["geojson"] = [out_dir / f"{name}.geojson"]
-            export.write_geojson(written["geojson"][0], export.geojson_features(instances, geoms))
+            export.write_geojson(output("geojson", f"{name}.geojson"),
+                                 export.geojson_features(instances, geoms))
     if "overlay" in save:
-        written["overlay"] = [out_dir / f"{name}.overlay.png"]
-        export.write_overlay(written["overlay"][0], image, instances)
+        export.write_overlay(output("overlay", f"{name}.overlay.png"), image, instances)
     rows = export.measurements(instances, name, (h, w)) if "csv" in save else []
     if "csv" in save:
-        written["csv"] = [out_dir / f"{name}.csv"]
-        export.write_csv(written["csv"][0], rows)
+        export.write_csv(output("csv", f"{name}.csv"), rows)
     counts = {c: sum(i.category == c for i in instances) for c in categories}
     return {"name": name, "file": str(source.path),
             "page": None if source.plane is None else source.plane + 1,
@@ -214,10 +215,11 @@ def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, sav
     for source in bar:
         t0 = time.perf_counter()
         try:
-            record = segment_one(trainer, net, source, out_dir, save, factor, model_info)
+            partial: list[Path] = []
+            record = segment_one(trainer, net, source, out_dir, save, factor, model_info, partial)
         except IMAGE_ERRORS as exc:
-            from overlapseg.cli import error_line
-
+            for path in partial:  # no half set of outputs for a failed image
+                path.unlink(missing_ok=True)
             line = error_line(exc)
             if source.label not in line and str(source.path) not in line:
                 line = f"{source.label}: {line}"
