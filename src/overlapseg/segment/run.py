@@ -194,7 +194,8 @@ def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, sav
     save = parse_save(save)
     out_dir = Path(out_dir)
     model_dir = _model_dir(model_path)
-    sources = image_sources(inputs)  # a missing path or empty folder fails here, before loading
+    resample_factor(1.0, scale, pixel_size, model_pixel_size)  # bad options fail before loading
+    sources = image_sources(inputs)  # so do a missing path and an empty folder
     device = resolve_device(device)
     trainer, net = Trainer.load(model_dir, device, {**(params or {}), "threads": threads})
     if not trainer.PRODUCES_INSTANCES:
