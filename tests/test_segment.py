@@ -349,6 +349,10 @@ def test_segment_saves_only_what_is_asked_and_rejects_a_missing_image(model, tmp
     assert sorted(p.name for p in out.iterdir()) == [
         "measurements.csv", "one.csv", "one.cytoplasm.layer1.tif", "one.nucleus.layer1.tif",
         "segment_summary.json", "segment_timing.json"]
+    rows = list(csv.DictReader(open(out / "one.csv")))
+    assert rows and main(["segment", str(model_path), str(tmp_path / "one.png"), "--out", str(out),
+                          "--save", "csv", "--min-score", "1.01"]) == 0
+    assert list(csv.DictReader(open(out / "one.csv"))) == []  # every score is below 1.01
     assert main(["segment", str(model_path), str(tmp_path / "two.png"), "--out", str(out)]) == 2
     assert "two.png: no such image file or folder" in capsys.readouterr().err
 

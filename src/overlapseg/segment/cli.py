@@ -13,7 +13,7 @@ def cmd_segment(args) -> int:
     summary = segment_images(args.model, args.images, args.out, save=args.save or list(OUTPUTS),
                              scale=args.scale, device=args.device, threads=args.threads,
                              pixel_size=args.pixel_size, model_pixel_size=args.model_pixel_size,
-                             params=_params(args.params))
+                             params=_params(args.params), min_score=args.min_score)
     done, failed = summary["images"], summary["failed"]
     print(f"segment: {len(done)} of {len(done) + len(failed)} images segmented into {args.out} "
           f"({summary['model']['trainer']} model, sha256 {summary['model']['sha256'][:12]})",
@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="pixel size of the images (with --model-pixel-size, same unit)")
     p.add_argument("--model-pixel-size", type=float,
                    help="pixel size of the images the model was trained on")
+    p.add_argument("--min-score", type=float, default=0.0,
+                   help="leave out instances scored below this (default 0: all the model reports)")
     p.add_argument("--params", type=Path, help="YAML of inference params to override (thresholds, tiles)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

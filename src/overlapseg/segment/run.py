@@ -113,7 +113,7 @@ def _model_dir(model_path) -> Path:
 
 
 def segment_one(trainer, net, source: ImageSource, out_dir: Path, save: Sequence[str],
-                factor: float, model_info: dict, partial: list[Path]) -> dict:
+                factor: float, model_info: dict, partial: list[Path], min_score: float = 0.0) -> dict:
     """Predict one image and write its outputs (each path is added to ``partial`` before it
     is written); returns its summary record."""
     import torch
@@ -125,6 +125,7 @@ def segment_one(trainer, net, source: ImageSource, out_dir: Path, save: Sequence
 
     with torch.no_grad():
         results, semantic = trainer.predict_at_scale(net, to_float_gray(image), 1, factor)
+    results = [r for r in results if float(r.get("score", 1.0)) >= min_score]
     instances = export.instances_from_results(results, (h, w))
     present = {i.category for i in instances}
     categories = [c for c in export.CATEGORY_ORDER if c in semantic or c in present]
@@ -179,12 +180,15 @@ def segment_one(trainer, net, source: ImageSource, out_dir: Path, save: Sequence
 def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, save=None,
                    scale: float | None = None, device: str = "cpu", threads: int | None = 1,
                    pixel_size: float | None = None, model_pixel_size: float | None = None,
-                   params: dict | None = None, progress: bool = True) -> dict:
+                   params: dict | None = None, min_score: float = 0.0,
+                   progress: bool = True) -> dict:
     """Segment every image named by ``inputs`` (files, folders, globs) with ``model_path``
     (a ``model.pt`` or its folder) into ``out_dir``; returns the summary also written to
     ``out_dir/segment_summary.json`` (``failed``: one ``{file, error}`` per skipped image).
 
     ``params``: inference params of the trainer to override (thresholds, tiles).
+    ``min_score``: instances scored below it are left out (0: all the model reports, as
+    ``overlapseg predict`` does; detectors report down to their ``score_threshold``).
     """
     from tqdm import tqdm
 
@@ -195,6 +199,8 @@ def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, sav
     out_dir = Path(out_dir)
     model_dir = _model_dir(model_path)
     resample_factor(1.0, scale, pixel_size, model_pixel_size)  # bad options fail before loading
+    if not np.isfinite(min_score):
+        raise ValueError(f"--min-score must be a finite number, got {min_score}")
     sources = image_sources(inputs)  # so do a missing path and an empty folder
     device = resolve_device(device)
     trainer, net = Trainer.load(model_dir, device, {**(params or {}), "threads": threads})
@@ -217,7 +223,8 @@ def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, sav
         t0 = time.perf_counter()
         try:
             partial: list[Path] = []
-            record = segment_one(trainer, net, source, out_dir, save, factor, model_info, partial)
+            record = segment_one(trainer, net, source, out_dir, save, factor, model_info, partial,
+                                 min_score)
         except IMAGE_ERRORS as exc:
             for path in partial:  # no half set of outputs for a failed image
                 path.unlink(missing_ok=True)
@@ -239,6 +246,7 @@ def segment_images(model_path, inputs: Sequence[str | os.PathLike], out_dir, sav
     summary = {"format": SUMMARY_FORMAT, "model": model_info, "device": device,
                "threads": threads, "save": list(save), "scale": scale, "pixel_size": pixel_size,
                "model_pixel_size": model_pixel_size, "resample_factor": factor,
+               "min_score": min_score,
                "label_layers": "one uint16 image per category per layer; an instance goes into "
                                "the first layer of its category it does not overlap; values = ids",
                "images": images, "failed": failed, **_versions()}
