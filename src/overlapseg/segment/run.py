@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import glob
 import importlib.metadata
-import logging
 import os
 import platform
 import re
@@ -39,7 +38,6 @@ from overlapseg.segment import export
 from overlapseg.segment.images import ImageSource, image_sources, read_source
 from overlapseg.utils.io import sha256_file, write_json
 
-log = logging.getLogger(__name__)
 
 OUTPUTS = ("coco", "labels", "roi", "geojson", "overlay", "csv")
 SUMMARY_FORMAT = "overlapseg-segment-1"
