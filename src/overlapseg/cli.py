@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "overlapseg.maps.cli",
     "overlapseg.synth.cli",
     "overlapseg.study.cli",
+    "overlapseg.segment.cli",
 ]
 
 

@@ -41,7 +41,7 @@ def _decode(anns: list[dict]) -> np.ndarray:
     return np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
 
 
-def _draw_instances(ax, image: np.ndarray, anns: list[dict], title: str) -> None:
+def draw_instances(ax, image: np.ndarray, anns: list[dict], title: str) -> None:
     """Image with one contour colour per instance; cells' overlap regions hatched."""
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
     masks = _decode(anns)
@@ -95,12 +95,12 @@ def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
         axes[r, 0].set_title(img["name"], fontsize=8)
         axes[r, 0].set_xticks([])
         axes[r, 0].set_yticks([])
-        _draw_instances(axes[r, 1], image, [a for a in gt["annotations"] if a["image_id"] == img["id"]],
+        draw_instances(axes[r, 1], image, [a for a in gt["annotations"] if a["image_id"] == img["id"]],
                         "ground truth")
         for c, (name, pr) in enumerate(zip(experiments, preds)):
             anns = sorted((a for a in pr if a["image_id"] == img["id"] and a["score"] >= score_threshold
                            and a["category_id"] in (1, 2)), key=lambda a: -a["score"])
-            _draw_instances(axes[r, 2 + c], image, anns, f"{name} ({len(anns)} with score >= {score_threshold:g})")
+            draw_instances(axes[r, 2 + c], image, anns, f"{name} ({len(anns)} with score >= {score_threshold:g})")
     fig.suptitle("Contours coloured by instance; hatched: pixels covered by two or more cells", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
