@@ -34,6 +34,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/verify.smk"
+include: "workflow/rules/segment.smk"
 
 
 rule all:

@@ -9,6 +9,7 @@ DATASETS = STUDY.datasets
 EXPERIMENTS = STUDY.experiments
 RUNS = STUDY.runs
 GENERATORS = STUDY.generators
+SEGMENT = config.get("segment") or {}  # new images to segment with a trained model
 CONDA_ENV = "../../envs/overlapseg.yaml"
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from overlapseg.study import paths
 
-TARGET_RULE_NAMES = {"all", "provenance", "verify", "weights"}  # no experiment or table may be named so
+TARGET_RULE_NAMES = {"all", "provenance", "verify", "weights", "segment"}  # no experiment or table may be named so
 SYNTH_METHODS = ("ccce", "copypaste")
 #: overlap-map parameters each variant reads (overlapseg.maps.overlap_maps; every variant
 #: fills images without cells with ``background``)
@@ -353,6 +353,7 @@ class StudyPlan:
         for name, gen in self.generators.items():
             out += [paths.gan_quality(gen["dataset"], name), paths.figure_file(gen["dataset"], f"gan_{name}")]
         out += [p for ds in self.evaluated_datasets() for p in self.provenance_files(ds)]
+        out += [paths.SEGMENT.format(name=name) for name in self.config.get("segment") or {}]
         return out
 
     # ---- named targets ------------------------------------------------------------------------
