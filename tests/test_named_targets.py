@@ -78,3 +78,34 @@ def test_clashing_names_fail_at_config_load(tmp_path, edit, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_warm_start_is_a_dag_edge_recorded_in_the_model_and_the_audit(tmp_path):
+    """issue 26: `init: {from: A}` makes A's model an input of B's training job; B's model.pt
+    records the source and its sha256, and the table audit prints the init line."""
+    import subprocess
+
+    from overlapseg.train.base import read_model_file
+    from overlapseg.utils.io import sha256_file
+
+    config = yaml.safe_load(TINY.read_text())
+    base = config["experiments"]["seunet_2head"]
+    config["experiments"]["seunet_warm"] = {**base, "label": "SE-U-Net, 2 heads, warm start",
+                                            "params": {**base["params"], "init": {"from": "seunet_2head"}}}
+    config["report"]["tables"] = {"warm": {"title": "Warm start", "kind": "pixel", "classes": ["cytoplasm"],
+                                           "experiments": ["seunet_warm"]}}
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(tmp_path, "-n", "--cores", "1", "seunet_warm", "--configfile", str(path)).stdout
+    source = "results/demo/models/seunet_2head/model.pt"
+    warm_train = [block for block in dry.split("rule train:")[1:] if "experiment=seunet_warm" in block]
+    assert warm_train and source in warm_train[0].split("output:")[0]
+    snakemake(tmp_path, "--cores", "1", "table_warm", "--configfile", str(path))
+    record = read_model_file(tmp_path / "results/demo/models/seunet_warm/model.pt")["init"]
+    assert record["kind"] == "from" and record["sha256"] == sha256_file(tmp_path / source)
+    audit = subprocess.run([sys.executable, "-m", "overlapseg.cli", "audit", "results/demo/tables/study_warm.csv",
+                            "--row", "SE-U-Net, 2 heads, warm start", "--column", "cytoplasm/F1"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    init_line = [ln for ln in audit.stdout.splitlines() if ln.startswith("init")]
+    assert init_line and "seunet_2head" in init_line[0], audit.stdout

@@ -52,3 +52,31 @@ def test_official_protocol(tmp_path):
     s = make_splits(CanonicalDataset(tmp_path / "ds"), preset="isbi2014-official")
     assert len(s["train"]) == 95 and len(s["val"]) == 90 and len(s["test"]) == 5
     assert s["val"] == [f"test_{i:03d}" for i in range(90)]
+
+
+def test_auto_picks_the_protocol_the_data_allows_and_fractions_never_pool_silently(tmp_path):
+    """issue 26: with the official test subset present a fraction split is refused (it would
+    train on official test images); `auto` uses the official protocol, `pooled` is the opt-in."""
+    write_isbi_fixture(tmp_path / "raw", n_images=95, size=32, cells=(1, 1), layout="dataset_zip")
+    ingest("isbi2014", tmp_path / "raw", tmp_path / "ds")
+    ds = CanonicalDataset(tmp_path / "ds")
+    auto = make_splits(ds, preset="auto")
+    assert auto["protocol"] == "isbi2014-official (auto)"
+    assert (len(auto["train"]), len(auto["val"]), len(auto["test"])) == (95, 90, 5)
+    with pytest.raises(DataError, match="would train on them; use preset: auto"):
+        make_splits(ds, preset=None)
+    pooled = make_splits(ds, preset="pooled", val_fraction=0.1, test_fraction=0.3)
+    assert pooled["protocol"] == "pooled"
+    assert any(n.startswith("test") for n in pooled["train"])  # what the opt-in says it does
+
+    write_isbi_fixture(tmp_path / "small", n_images=3, size=64)  # Train45Test90-like: 3 test images
+    ingest("isbi2014", tmp_path / "small", tmp_path / "small_ds")
+    small = make_splits(CanonicalDataset(tmp_path / "small_ds"), preset="auto", val_fraction=0.34)
+    assert small["protocol"] == "subsets (auto)" and all(n.startswith("test") for n in small["test"])
+
+
+def test_auto_on_data_without_a_test_subset_is_a_fraction_split(tmp_path):
+    write_isbi_fixture(tmp_path / "raw", n_images=6, size=64)
+    ingest("isbi2014", tmp_path / "raw", tmp_path / "ds", subset="train")
+    s = make_splits(CanonicalDataset(tmp_path / "ds"), preset="auto", val_fraction=0.0, test_fraction=0.34)
+    assert s["protocol"] == "fractions (auto)" and len(s["test"]) == 2

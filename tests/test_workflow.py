@@ -155,3 +155,58 @@ def test_gan_generators_feed_training_through_the_workflow(tmp_path):
         assert (work / f"results/figures/demo_gan_{name}.png").is_file()
     assert (work / "results/figures/demo_c2f_stages.png").is_file()
     assert (work / "results/demo/metrics/seunet_gan.json").is_file()
+
+
+def _jobs(dry_run: str) -> list[dict]:
+    """Jobs of a dry run's listing: rule, input and output paths, wildcards."""
+    jobs, job = [], None
+    for line in dry_run.splitlines() + [""]:
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            job = {"rule": line.split()[1][:-1], "input": [], "output": [], "wildcards": ""}
+            jobs.append(job)
+        elif job and line.startswith("    input: "):
+            job["input"] = line[len("    input: "):].split(", ")
+        elif job and line.startswith("    output: "):
+            job["output"] = line[len("    output: "):].split(", ")
+        elif job and line.startswith("    wildcards: "):
+            job["wildcards"] = line[len("    wildcards: "):]
+    return jobs
+
+
+def test_study_fetches_imagenet_weights_once_upstream_of_every_imagenet_model(tmp_path):
+    """issue 26: the study's detectors start from ImageNet ResNet-50; one local `weights` job
+    provides the file every such training job reads (and nothing else does)."""
+    from overlapseg.study.config import load_study
+
+    (tmp_path / "resources" / "raw" / "isbi2014").mkdir(parents=True)
+    out = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(ROOT / "config" / "study.yaml")).stdout
+    jobs = _jobs(out)
+    weights = [j for j in jobs if j["rule"] == "weights"]
+    assert [j["output"] for j in weights] == [["resources/weights/resnet50-0676ba61.pth"]]
+    study = load_study([ROOT / "config" / "study.yaml"], ROOT)
+    imagenet = {e for e, exp in study["experiments"].items() if exp["params"].get("init") == "imagenet"}
+    assert {"maskrcnn", "irnet", "donet", "cc"} <= imagenet
+    for job in (j for j in jobs if j["rule"] == "train"):
+        experiment = job["wildcards"].split("experiment=")[1]
+        base = experiment.split("_seed")[0]
+        assert (weights[0]["output"][0] in job["input"]) == (base in imagenet), experiment
+
+
+def test_weights_job_offline_fails_in_one_line_naming_the_file(tmp_path):
+    import os
+
+    config = yaml.safe_load(TINY.read_text())
+    config["experiments"]["maskrcnn"]["params"]["init"] = "imagenet"
+    path = tmp_path / "imagenet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"),  # an empty hub cache
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # offline
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
+           "resources/weights/resnet18-f37072fd.pth", "--configfile", str(path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error in weights")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "resources/weights/resnet18-f37072fd.pth: not found" in lines[0]
+    assert "put resnet18-f37072fd.pth into resources/weights/" in lines[0]
+    assert not (tmp_path / "resources" / "weights" / "resnet18-f37072fd.pth").exists()

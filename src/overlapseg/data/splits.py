@@ -10,6 +10,14 @@ range of clump sizes. Presets:
   train, the first 90 test images validate, the remaining 810 test. Needs the test set
   (``subset == "test"`` images) of the full challenge release.
 - ``subsets``: keep the raw data's own train/test subsets, carving ``val`` out of train.
+- ``auto``: the protocol the data allows: ``isbi2014-official`` when the raw test subset has
+  the full release's 900 images, ``subsets`` when it has a smaller test subset (Train45Test90),
+  stratified fractions when the data has no test subset (e.g. a development extract).
+- ``pooled``: stratified fractions over every image, the raw test subset included (an explicit
+  opt-in; without a preset, data holding an official test subset is refused, because a
+  fraction split would silently train on official test images).
+
+``splits.json`` records the protocol that produced it (``protocol``) next to the name lists.
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ import numpy as np
 from overlapseg.data.canonical import CanonicalDataset, DataError
 from overlapseg.utils.io import write_json
 
-PRESETS = ("test-only", "isbi2014-official", "subsets")
+PRESETS = ("test-only", "isbi2014-official", "subsets", "auto", "pooled")
+OFFICIAL_VAL = 90  # DoNet's protocol: the first 90 official test images validate
 
 
 def _systematic_pick(ordered: list[str], fraction: float) -> tuple[list[str], list[str]]:
@@ -61,10 +70,30 @@ def split_names(names: list[str], strata: dict[str, int], seed: int,
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
+def resolve_preset(ds: CanonicalDataset, preset: str | None) -> str | None:
+    """The protocol ``auto`` stands for on this dataset; a fraction split (None) of data that
+    holds an official test subset is refused (it would train on official test images)."""
+    official_test = [n for n in ds.names if ds.images[n].get("subset") == "test"]
+    if preset == "auto":
+        if len(official_test) > OFFICIAL_VAL:
+            return "isbi2014-official"
+        return "subsets" if official_test else None
+    if preset is None and official_test:
+        raise DataError(ds.annotation_file, f"the data holds {len(official_test)} images of the raw "
+                        "test subset, and a fraction split (preset: null) would train on them; use "
+                        "preset: auto (the official protocol the data allows), isbi2014-official or "
+                        "subsets, or preset: pooled to pool train and test images deliberately")
+    return preset
+
+
 def make_splits(ds: CanonicalDataset, seed: int = 0, val_fraction: float = 0.2,
                 test_fraction: float = 0.2, preset: str | None = None) -> dict[str, list[str]]:
+    """train/val/test name lists plus ``protocol``: the preset that produced them
+    (``auto`` resolved; ``fractions`` for a stratified split)."""
     names = ds.names
-    if preset is None:
+    asked = preset
+    preset = resolve_preset(ds, preset)
+    if preset in (None, "pooled"):
         splits = split_names(names, ds.cells_per_image, seed, val_fraction, test_fraction)
     elif preset == "test-only":
         splits = {"train": [], "val": [], "test": sorted(names)}
@@ -86,11 +115,13 @@ def make_splits(ds: CanonicalDataset, seed: int = 0, val_fraction: float = 0.2,
         raise ValueError(f"unknown split preset {preset!r}; known: {', '.join(PRESETS)}")
     if preset != "test-only" and not splits["train"]:
         raise DataError(ds.annotation_file, f"split leaves no training images ({len(names)} images)")
-    if preset is None and test_fraction > 0 and not splits["test"]:
+    if preset in (None, "pooled") and test_fraction > 0 and not splits["test"]:
         # every metric of the study would be n/a and the figures job would fail much later
         raise DataError(ds.annotation_file, f"split leaves no test images ({len(names)} image(s), "
                         f"test_fraction {test_fraction}); add images, or use test_fraction 0 for a "
                         "training-only dataset")
+    protocol = preset or "fractions"
+    splits["protocol"] = f"{protocol} (auto)" if asked == "auto" else protocol
     return splits
 
 
