@@ -84,7 +84,8 @@ def tree(tmp_path, monkeypatch):
     (tmp_path / "results/demo/data/annotations.json").write_text("{}")
     (tmp_path / "results/demo/synth/ccce").mkdir(parents=True)
     (tmp_path / "results/demo/synth/ccce/annotations.json").write_text("{}")
-    write_json("results/demo/splits.json", {"train": ["t1", "t2"], "val": ["v1"], "test": ["a", "b"]})
+    write_json("results/demo/splits.json", {"train": ["t1", "t2"], "val": ["v1"], "test": ["a", "b"],
+                                            "protocol": "fractions (auto)"})
     rows, metrics = [], []
     for name, label, m in (("seunet_base", "SE-U-Net, base", _metrics(0.4, 0.0, 0, False, "id_base")),
                            ("seunet_2head", "SE-U-Net, 2 heads", _metrics(0.5, 0.0, 0, True, "id_2head"))):
@@ -162,6 +163,7 @@ def test_audit_one_cell(tree):
     assert "shown as n/a: not predicted" in text
     assert sha256_file(tmp / "results/demo/models/seunet_base/model.pt") in text
     assert "device cpu, 2 threads" in text and "test ids: a, b" in text and "seed 7" in text
+    assert "(protocol fractions (auto), train 2, val 1, test 2 images)" in text  # issue 26
     assert "\ninit         scratch\n" in text  # no init record: random weights
     assert audit_cell("results/demo/tables/study_heads.csv", "seunet_2head", "nucleus/AP")["cell"]["value"] == "0.00"
     with pytest.raises(ValueError, match="no row 'nope'; rows: 'SE-U-Net, base' \\(seunet_base\\)"):

@@ -128,7 +128,8 @@ def splits_record(path: str | os.PathLike, parts=("train", "val", "test")) -> di
     from overlapseg.utils.io import read_json
 
     splits = read_json(path)
-    return {**file_record(path), **{k: list(splits.get(k, [])) for k in parts}}
+    protocol = {"protocol": splits["protocol"]} if "protocol" in splits else {}
+    return {**file_record(path), **protocol, **{k: list(splits.get(k, [])) for k in parts}}
 
 
 def test_split_record(path: str | os.PathLike) -> dict:

@@ -238,7 +238,8 @@ def _format_run(ch: dict, ok: dict, prefix: str, add) -> None:
         add("teacher", f"{ch['teacher']['path']}  sha256 {ch['teacher']['sha256']}", ok.get(prefix + "teacher", ""))
     for part, sp in ch["splits"].items():
         counts = ", ".join(f"{k} {len(sp[k])}" for k in ("train", "val", "test") if k in sp)
-        add("splits", f"{sp['dataset']}: {sp['path']}  sha256 {sp['sha256']}  ({counts} images)",
+        protocol = f"protocol {sp['protocol']}, " if sp.get("protocol") else ""
+        add("splits", f"{sp['dataset']}: {sp['path']}  sha256 {sp['sha256']}  ({protocol}{counts} images)",
             ok.get(f"{prefix}splits {part}", ""))
         test = sp.get("test", [])
         if test and (part == "test_dataset" or "test_dataset" not in ch["splits"]):
