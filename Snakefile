@@ -41,3 +41,19 @@ rule all:
     input:
         final_outputs(),
     default_target: True
+
+
+# End-of-run summary on the console: tables and figures written, skipped optional data, wall time
+import time as _time
+
+from overlapseg.study.summary import run_summary
+
+_STARTED = _time.time()
+
+
+onsuccess:
+    print(run_summary(STUDY, _STARTED, ok=True))
+
+
+onerror:
+    print(run_summary(STUDY, _STARTED, ok=False, log=log))

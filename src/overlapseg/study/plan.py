@@ -337,8 +337,7 @@ class StudyPlan:
         """Figures of the data-side methods (maps, synthesis), for datasets with a train split."""
         if self.datasets[dataset]["splits"].get("preset") == "test-only":
             return []
-        kinds = [k for k, needed in (("maps", "maps"), ("ccce", "synth"), ("copypaste", "synth"))
-                 if needed in self.config]
+        kinds = ["maps"] + [m for m in SYNTH_METHODS if m in (self.config.get("synth") or {})]
         return [paths.figure_file(dataset, k) for k in kinds]
 
     def final_outputs(self) -> list[str]:
