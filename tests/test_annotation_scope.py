@@ -92,12 +92,6 @@ def test_known_classes_per_head():
 
 
 # ----------------------------------------------------------------------------- gradients
-def _grads(module_params, loss):
-    for q in module_params:
-        q.grad = None
-    loss.backward()
-
-
 def test_seunet_nuclei_only_image_trains_the_nucleus_head_only(sources):
     from overlapseg.train.seunet import IGNORE, SemanticData
 
@@ -243,7 +237,7 @@ def test_resolve_mix_and_caption():
         resolve_mix(["a", "b", "c"], [1, 1, 1], [1, 1])
     assert mix_caption(["original", "ccce"], [1, 1]) == "real:CCCE 1:1"
     assert mix_caption(["original", "c2f"], [0.25, 0.75]) == "real:coarse-to-fine 1:3"
-    assert mix_caption(["original", "ccce"], None, [18, 40]) == "real+CCCE uniform by image (18:40 images)"
+    assert mix_caption(["original", "ccce"], None, [18, 40]) == "real + CCCE uniform by image (18:40 images)"
     assert mix_caption(["ccce"]) == "CCCE"
     assert mix_caption(uniform["sources"], weighted["weights"], uniform["images"]) == "real:coarse-to-fine 1:3"
 
@@ -263,3 +257,21 @@ def test_model_file_records_the_effective_mix(sources, tmp_path, mix, caplog):
     assert record["rule"] == ("uniform-by-image" if mix is None else "weights")
     assert record["shares"] == [0.5, 0.5]
     assert "c2f 50.0% (2 images, annotates nucleus)" in caplog.text
+
+
+def test_study_table_titles_state_each_mixed_rows_mix():
+    from pathlib import Path
+
+    from overlapseg.study.config import load_study
+    from overlapseg.study.plan import StudyPlan
+
+    root = Path(__file__).resolve().parents[1]
+    plan = StudyPlan(load_study([root / "config.yaml"], root))
+    mixed = next(e for e in plan.runs if len(plan.inputs(e)["sources"]) > 1)
+    table = next(t for t, spec in plan.tables.items() if mixed in spec["experiments"])
+    title = plan.table_title("demo", f"study_{table}")
+    assert title.startswith(plan.tables[table]["title"])
+    assert f"{plan.label(mixed)}: {plan.mix_caption(mixed)}" in title
+    n = len(plan.inputs(mixed)["sources"])
+    plan.experiments[mixed].setdefault("inputs", {})["mix"] = [1] * n
+    assert plan.mix_caption(mixed).endswith(" " + ":".join(["1"] * n))

@@ -91,7 +91,7 @@ def _ratio(values: Sequence[float]) -> str:
 
 def mix_caption(sources: Sequence[str], mix: Sequence[float] | None = None,
                 sizes: Sequence[int] | None = None, labels: dict[str, str] | None = None) -> str:
-    """A row's training mix for a caption: ``real:CCCE 1:1`` (weights), ``real+CCCE uniform by
+    """A row's training mix for a caption: ``real:CCCE 1:1`` (weights), ``real + CCCE uniform by
     image (18:40 images)`` (no mix; counts when ``sizes`` are known) or ``CCCE`` (one source).
     ``labels`` override :data:`SOURCE_LABELS`. Accepts a ``model.pt`` record's ``mix`` as
     ``mix_caption(r["sources"], r["weights"], r["images"])``."""
@@ -103,4 +103,4 @@ def mix_caption(sources: Sequence[str], mix: Sequence[float] | None = None,
             raise ValueError(f"inputs.mix has {len(mix)} weights for {len(names)} sources")
         return f"{':'.join(names)} {_ratio([float(w) for w in mix])}"
     counts = f" ({':'.join(str(int(n)) for n in sizes)} images)" if sizes is not None else ""
-    return f"{'+'.join(names)} uniform by image{counts}"
+    return f"{' + '.join(names)} uniform by image{counts}"

@@ -109,6 +109,9 @@ class SemanticData:
             before = len(self.items)
             ds = CanonicalDataset(ref.root)
             known = known_classes(heads, ref.scope(ds))
+            if not any(known):
+                log.warning("%s (source %s) annotates only %s: no head of %s learns from its images",
+                            ref.root, ref.source, "+".join(ref.scope(ds)), "/".join(heads))
             for name in ref.names if ref.names is not None else ds.names:
                 if name not in ds.images:
                     raise DataError(ds.annotation_file, f"image {name!r} (from the split) not in dataset")
