@@ -5,6 +5,11 @@ Layout (``DIR`` = ``results/{dataset}/data`` in the workflow)::
     DIR/images/{name}.png     original bit depth; grayscale (H, W) or RGB (H, W, 3)
     DIR/annotations.json      COCO instances; categories cytoplasm (1) and nucleus (2)
 
+``info.annotated`` (written only when a dataset annotates fewer than all categories, e.g. the
+nuclei-only sets of the coarse-to-fine generator) lists the categories it annotates: elsewhere
+in its images a cell of an unlisted category may be present but unannotated, so models learn
+nothing about that category from these images (:attr:`CanonicalDataset.annotated`).
+
 Each annotation is one *amodal* instance mask stored as COCO RLE, so instances of one
 image may overlap. Extra per-annotation key: ``parent_id`` (annotation id of the cell
 a nucleus belongs to, or ``null``). Each COCO image carries ``name`` (the file stem,
@@ -405,10 +410,31 @@ def validate_sample(sample: Sample, origin: str | os.PathLike) -> None:
 
 
 # ----------------------------------------------------------------------------- writing
+def check_annotated(annotated: Iterable[str], where: str | os.PathLike) -> tuple[str, ...]:
+    """Category names a dataset annotates, in the order of ``CATEGORIES``; a DataError names
+    ``where`` for an unknown or empty list."""
+    if isinstance(annotated, str) or not isinstance(annotated, (list, tuple, set, frozenset)):
+        raise DataError(where, f"annotated categories must be a list of names, got {annotated!r}")
+    unknown = sorted(set(annotated) - set(CATEGORY_IDS))
+    if unknown or not annotated:
+        raise DataError(where, f"annotated categories {sorted(annotated)} must be a non-empty "
+                               f"subset of {', '.join(CATEGORY_IDS)}")
+    return tuple(c for c in CATEGORY_IDS if c in set(annotated))
+
+
 def write_canonical_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike,
-                            info: dict | None = None) -> Path:
-    """Write samples as a canonical dataset, atomically (the directory appears whole or not at all)."""
+                            info: dict | None = None,
+                            annotated: Iterable[str] | None = None) -> Path:
+    """Write samples as a canonical dataset, atomically (the directory appears whole or not at all).
+
+    ``annotated``: the categories the data annotates when not all of them (stored as
+    ``info.annotated``); an instance of another category is an error.
+    """
     out_dir = Path(out_dir)
+    scope = check_annotated(annotated, out_dir) if annotated is not None else tuple(CATEGORY_IDS)
+    info = dict(info or {})
+    if scope != tuple(CATEGORY_IDS):
+        info["annotated"] = list(scope)
     images, annotations = [], []
     seen: set[str] = set()
     with atomic_dir(out_dir) as tmp:
@@ -421,6 +447,10 @@ def write_canonical_dataset(samples: Iterable[Sample], out_dir: str | os.PathLik
                 raise DataError(origin, f"invalid image id {sample.name!r}")
             seen.add(sample.name)
             validate_sample(sample, origin)
+            outside = sorted({i.category for i in sample.instances} - set(scope))
+            if outside:
+                raise DataError(origin, f"image {sample.name!r} has {', '.join(outside)} instances, "
+                                        f"but the dataset annotates only {', '.join(scope)}")
             image_id = len(images) + 1
             h, w = sample.image.shape[:2]
             write_image(tmp / "images" / f"{sample.name}.png", sample.image)
@@ -442,7 +472,7 @@ def write_canonical_dataset(samples: Iterable[Sample], out_dir: str | os.PathLik
         if not images:
             raise DataError(out_dir, "no images to write")
         write_json(tmp / "annotations.json", {
-            "info": info or {}, "images": images, "annotations": annotations,
+            "info": info, "images": images, "annotations": annotations,
             "categories": CATEGORIES,
         })
     return out_dir
@@ -468,6 +498,17 @@ class CanonicalDataset:
     @property
     def names(self) -> list[str]:
         return [img["name"] for img in self.data["images"]]
+
+    @cached_property
+    def annotated(self) -> tuple[str, ...]:
+        """Categories this dataset annotates (``info.annotated``; all when absent). Sets written by
+        a layout generator before the key existed name their one category as ``info.category``."""
+        info = self.data.get("info") or {}
+        if "annotated" in info:
+            return check_annotated(info["annotated"], f"{self.annotation_file} info.annotated")
+        if info.get("trainer") and info.get("category") in CATEGORY_IDS:
+            return (info["category"],)
+        return tuple(CATEGORY_IDS)
 
     @property
     def scale(self) -> float:

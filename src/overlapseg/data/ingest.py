@@ -74,6 +74,9 @@ def ingest(fmt: str, raw: str | os.PathLike, out: str | os.PathLike, scale: floa
     check_adapter_options(fmt, options, f"{raw}: adapter options")
     samples = adapter.read(raw, **options)
     info = {"format": fmt, "raw": str(raw), "options": options, "scale": float(scale)}
-    path = write_canonical_dataset(_report_orphans(samples, raw), out, info=info)
+    # adapters of single-category formats say which categories their data annotates
+    scope = getattr(adapter, "annotated_categories", None)
+    path = write_canonical_dataset(_report_orphans(samples, raw), out, info=info,
+                                   annotated=scope(**options) if scope is not None else None)
     log.info("ingested %s (%s) -> %s", raw, fmt, path)
     return path

@@ -44,25 +44,43 @@ def binary_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float =
     return loss
 
 
+def masked_mean(loss: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``loss`` over the pixels where ``valid`` (same shape, 0/1) is 1; ``valid`` None:
+    the plain mean. No valid pixel gives 0, still attached to the graph."""
+    if valid is None:
+        return loss.mean()
+    valid = valid.to(loss.dtype)
+    return (loss * valid).sum() / valid.sum().clamp_min(1)
+
+
 def recalibrated_focal_loss(logits: torch.Tensor, target: torch.Tensor,
                             prob_map: torch.Tensor | None = None, mode: str = "recalibrate",
-                            alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+                            alpha: float = 0.25, gamma: float = 2.0,
+                            valid: torch.Tensor | None = None) -> torch.Tensor:
     """Scalar overlap loss guided by an overlap-probability map ``P`` (same shape as logits).
 
     ``mode="recalibrate"``: mean focal loss with targets ``y * (1 - P)`` (thesis Eq. 4.5).
     ``mode="reweight"``: ``mean(P * focal(y))`` (thesis Eq. 5.1).
-    ``prob_map=None`` gives the plain mean focal loss in both modes.
+    ``prob_map=None`` gives the plain mean focal loss in both modes. ``valid`` (0/1, same
+    shape): the mean runs over these pixels only (targets unknown elsewhere: a source that
+    does not annotate cells, issue 28).
     """
     if mode not in MODES:
         raise ValueError(f"unknown focal-loss mode {mode!r} (recalibrate | reweight)")
+    if valid is not None and valid.shape != logits.shape:
+        raise ValueError(f"valid shape {tuple(valid.shape)} != logits shape {tuple(logits.shape)}")
     if prob_map is None:
-        return binary_focal_loss(logits, target, alpha, gamma, reduction="mean")
+        if valid is None:
+            return binary_focal_loss(logits, target, alpha, gamma, reduction="mean")
+        return masked_mean(binary_focal_loss(logits, target, alpha, gamma), valid)
     if prob_map.shape != logits.shape:
         raise ValueError(f"prob_map shape {tuple(prob_map.shape)} != logits shape "
                          f"{tuple(logits.shape)}")
     prob_map = prob_map.to(logits.dtype)
     target = target.to(logits.dtype)
     if mode == "recalibrate":
-        return binary_focal_loss(logits, target * (1.0 - prob_map), alpha, gamma,
-                                 reduction="mean")
-    return (prob_map * binary_focal_loss(logits, target, alpha, gamma)).mean()
+        if valid is None:
+            return binary_focal_loss(logits, target * (1.0 - prob_map), alpha, gamma,
+                                     reduction="mean")
+        return masked_mean(binary_focal_loss(logits, target * (1.0 - prob_map), alpha, gamma), valid)
+    return masked_mean(prob_map * binary_focal_loss(logits, target, alpha, gamma), valid)

@@ -56,6 +56,7 @@ from torchvision.models.detection.roi_heads import (expand_boxes, maskrcnn_infer
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from overlapseg.models.scale import native_transform
+from overlapseg.models.scope import detach_unannotated
 from torchvision.ops import clip_boxes_to_image, roi_align
 
 from overlapseg.models import cc_keypoints as kp
@@ -210,6 +211,8 @@ class KeypointDetector(nn.Module):
         """BCE on heatmaps, disc-masked L1 on offsets and displacements, averaged over scales."""
         total = {"heatmap": 0.0, "offset": 0.0, "displacement": 0.0}
         for stride, out in zip(self.strides, outputs):
+            # classes an image's source does not annotate: no gradient (models.scope)
+            out = {**out, "heatmap": detach_unannotated(out["heatmap"], targets)}
             grid = tuple(out["heatmap"].shape[-2:])
             tg = [kp.keypoint_targets(t["boxes"], t["labels"], self.num_classes, grid, stride, self.radius)
                   for t in targets]

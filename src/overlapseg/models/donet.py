@@ -58,6 +58,7 @@ from torchvision.models.detection.roi_heads import (RoIHeads, fastrcnn_loss, mas
                                                     maskrcnn_loss)
 
 from overlapseg.data.canonical import CATEGORY_IDS
+from overlapseg.models.scope import SCOPE_KEY, ScopedRoIHeads
 from overlapseg.models.maskrcnn import (NUM_CLASSES, build_maskrcnn_from_params, maskrcnn_options,
                                        roi_heads_arguments)
 
@@ -156,9 +157,16 @@ def mrp_attention_map(logits: Tensor, boxes: Tensor, size: tuple[int, int], scal
 
 
 def _only(items: dict[str, Tensor], label: int) -> dict[str, Tensor]:
-    """The instances of one class in a target or detection dict (every value is per instance)."""
+    """The instances of one class in a target or detection dict (every value is per instance
+    but a target's annotation scope: the stage sees every other class as absent, as on every
+    image, so only ``label``'s own scope remains, :mod:`overlapseg.models.scope`)."""
     keep = items["labels"] == label
-    return {k: v[keep] for k, v in items.items()}
+    out = {k: v[keep] for k, v in items.items() if k != SCOPE_KEY}
+    if SCOPE_KEY in items:
+        scope = torch.ones_like(items[SCOPE_KEY])
+        scope[label] = items[SCOPE_KEY][label]
+        out[SCOPE_KEY] = scope
+    return out
 
 
 def _check_switches(s: dict) -> None:
@@ -212,7 +220,7 @@ class StageOutput(NamedTuple):
     mask_labels: list[Tensor]
 
 
-class DoNetRoIHeads(RoIHeads):
+class DoNetRoIHeads(ScopedRoIHeads):
     """torchvision ``RoIHeads`` with DoNet's DRM and CRM in the mask branch (each a switch)."""
 
     def __init__(self, *, feature_channels: int, mask_channels: int, num_classes: int = NUM_CLASSES,

@@ -30,6 +30,7 @@ from torchvision.models.detection.roi_heads import (RoIHeads, fastrcnn_loss, mas
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from overlapseg.models.maskrcnn import build_maskrcnn_from_params, roi_heads_arguments
+from overlapseg.models.scope import ScopedRoIHeads
 
 IRNET_DEFAULTS = {
     # module switches (Table 1: Mask R-CNN = both off, "w/o IRM", "w/o DRM", full)
@@ -259,7 +260,7 @@ class DuplicateRemovalModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- ROI heads
-class IRNetRoIHeads(RoIHeads):
+class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
     """torchvision ``RoIHeads`` whose forward adds the DRM after the box branch and the IRM
     after the mask branch; everything else (sampling, box/mask heads, their losses, NMS
     post-processing when the DRM is off) is torchvision's.

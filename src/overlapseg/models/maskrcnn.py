@@ -21,12 +21,13 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from overlapseg.models.scale import native_transform
+from overlapseg.models.scope import ScopedPredictor, ScopedRoIHeads, ScopedRPN
 from overlapseg.models.weights import FrozenBatchNorm2d, freeze_stem, input_normalisation
 
 NUM_CLASSES = 3  # background, cytoplasm, nucleus
@@ -74,6 +75,8 @@ def build_maskrcnn(depth: int = 18, image_size: int = 512, anchor_sizes=(16, 32,
     ``fpn_channels``/``mask_head_channels``/``box_head_dim`` default to torchvision's sizes;
     smaller values make CPU runs affordable (most of the cost is the 4-conv mask head).
     ``kwargs`` go to ``MaskRCNN`` (e.g. ``box_batch_size_per_image``).
+    Targets may carry ``annotated`` (:mod:`overlapseg.models.scope`): on an image whose source
+    does not annotate a class, that class is trained neither as object nor as background.
     ``roi_heads``: a factory that receives the standard ``RoIHeads`` and returns the module
     used instead (e.g. ``lambda base: DoNetRoIHeads.from_base(base, ...)``), the way
     torchvision's ``GeneralizedRCNN`` takes its parts; see :func:`roi_heads_arguments`.
@@ -85,11 +88,14 @@ def build_maskrcnn(depth: int = 18, image_size: int = 512, anchor_sizes=(16, 32,
     model = MaskRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors,
                      min_size=image_size, max_size=image_size, image_mean=mean, image_std=std,
                      box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
-                     box_predictor=FastRCNNPredictor(box_head_dim, NUM_CLASSES),
+                     box_predictor=ScopedPredictor(box_head_dim, NUM_CLASSES),
                      mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1),
                      mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, NUM_CLASSES),
                      box_detections_per_img=detections_per_image, **kwargs)
     model.transform = native_transform(model.transform)  # never resize to a fixed side
+    # same parts, plus the annotation scope of partially annotated images (models.scope)
+    model.rpn = ScopedRPN.from_base(model.rpn)
+    model.roi_heads = ScopedRoIHeads(**roi_heads_arguments(model.roi_heads))
     if roi_heads is not None:
         model.roi_heads = roi_heads(model.roi_heads)
     return model

@@ -48,6 +48,7 @@ from torchvision.ops import sigmoid_focal_loss
 from overlapseg.data.canonical import CATEGORY_IDS
 from overlapseg.maps.losses import MODES as FOCAL_MODES
 from overlapseg.maps.losses import recalibrated_focal_loss
+from overlapseg.models.scope import class_scope
 from overlapseg.models.seunet import SEUNET_MODEL_DEFAULTS, Decoder, SEConvBlock
 from overlapseg.models.sliding_window import tile_starts
 
@@ -393,7 +394,11 @@ def sparse_losses(outputs: dict[str, torch.Tensor], targets: list[dict], p: dict
                   prob_map: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Named scalar losses of one batch, each times its ``lambda_*``: the objective is their sum.
 
-    ``targets[b]``: ``masks`` (n, H, W) bool/float, ``labels`` (n,) category ids 1..K. Keys:
+    ``targets[b]``: ``masks`` (n, H, W) bool/float, ``labels`` (n,) category ids 1..K,
+    optionally ``annotated`` (:mod:`overlapseg.models.scope`): on an image whose source does not
+    annotate a class, that class's scores take no part in ``loss_cls`` (its instances are
+    absent, so matching only assigns annotated classes) and, without cytoplasm, the overlap
+    head has no loss there. Keys:
     ``loss_cls`` (focal loss of all N candidates, Eq. 4.17), ``loss_dice``, ``loss_bce``
     (matched pairs, Eq. 4.14-4.16), ``loss_iou`` (``iou_objectness``: MSE of the predicted to
     the matched mask's IoU, Eq. 5.2), ``loss_overlap`` (``overlap_head``: focal loss of the
@@ -415,8 +420,15 @@ def sparse_losses(outputs: dict[str, torch.Tensor], targets: list[dict], p: dict
     cls_target = torch.zeros_like(logits)
     for i, ((rows, cols), (_, labels)) in enumerate(zip(matches, gts)):
         cls_target[i, rows, labels[cols] - 1] = 1.0
-    losses = {"cls": sigmoid_focal_loss(logits, cls_target, alpha=float(p["cls_alpha"]),
-                                        gamma=float(p["cls_gamma"]), reduction="sum") / norm}
+    # a class an image's source does not annotate (models.scope): no class loss on that image
+    scope = class_scope(targets, k, logits.device)
+    if scope is None:
+        losses = {"cls": sigmoid_focal_loss(logits, cls_target, alpha=float(p["cls_alpha"]),
+                                            gamma=float(p["cls_gamma"]), reduction="sum") / norm}
+    else:
+        losses = {"cls": (sigmoid_focal_loss(logits, cls_target, alpha=float(p["cls_alpha"]),
+                                             gamma=float(p["cls_gamma"]), reduction="none")
+                          * scope[:, None, :]).sum() / norm}
     if n_matched:
         pred = torch.cat([masks[i, rows] for i, (rows, _) in enumerate(matches)])
         target = torch.cat([g[cols] for (g, _), (_, cols) in zip(gts, matches)])
@@ -441,7 +453,9 @@ def sparse_losses(outputs: dict[str, torch.Tensor], targets: list[dict], p: dict
         losses["overlap"] = recalibrated_focal_loss(
             outputs["overlap"][:, 0].float(), overlap_target.to(masks.dtype),
             prob_map if p["attention_map"] else None, mode=p["focal_mode"],
-            alpha=float(p["focal_alpha"]), gamma=float(p["focal_gamma"]))
+            alpha=float(p["focal_alpha"]), gamma=float(p["focal_gamma"]),
+            valid=None if scope is None else  # overlaps are known where cells are annotated
+            scope[:, CATEGORY_IDS["cytoplasm"] - 1, None, None].expand(-1, *shape))
     return {f"loss_{name}": float(p[f"lambda_{name}"]) * value for name, value in losses.items()}
 
 

@@ -272,7 +272,19 @@ class StudyPlan:
             return f"Instance segmentation metrics on {dataset}"
         if table == "pixel":
             return f"Pixel-level semantic metrics on {dataset}"
-        return self.tables[table[len("study_"):]].get("title", table)
+        spec = self.tables[table[len("study_"):]]
+        mixes = [f"{self.label(e)}: {self.mix_caption(e)}" for e in spec["experiments"]
+                 if len(self.inputs(e)["sources"]) > 1]
+        title = spec.get("title", table)
+        return f"{title}; training mix {', '.join(mixes)}" if mixes else title
+
+    def mix_caption(self, name: str) -> str:
+        """The experiment's training mix as captions write it (``real:CCCE 1:1``; ``real + CCCE
+        uniform by image`` when ``inputs.mix`` is unset; :func:`overlapseg.data.training_sources.mix_caption`)."""
+        from overlapseg.data.training_sources import mix_caption
+
+        spec = self.inputs(name)
+        return mix_caption(spec["sources"], spec["mix"])
 
     def raw_input(self, dataset: str) -> list[str]:
         """Rendered demo files, or the user's raw folder (a missing folder fails the dry run)."""

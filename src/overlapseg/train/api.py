@@ -54,7 +54,8 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
     (clustered) ones, classified as CCCE classifies its donors (``pool_options``:
     ``max_cells_discrete``, ``max_overlap_ratio``; CC framework Tables 1-2 rows).
     ``init_file``: the file the ``init`` param needs (ImageNet weights, a ResNet state dict,
-    or the warm-start source's ``model.pt``).
+    or the warm-start source's ``model.pt``). Each source's annotation scope (the categories
+    it annotates, ``DataRef.annotated``) comes from its dataset's ``info.annotated``.
     """
     split = _read_splits(splits)
     train_names = list(split["train"])
@@ -80,9 +81,11 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
     for source, map_dir in zip(sources, maps):
         map_path = Path(map_dir) if map_dir else None
         if source == ORIGINAL:
-            refs.append(DataRef(Path(data), train_names, map_path, ORIGINAL))
+            ref = DataRef(Path(data), train_names, map_path, ORIGINAL)
         else:
-            refs.append(DataRef(Path(next(dirs)), None, map_path, source))
+            ref = DataRef(Path(next(dirs)), None, map_path, source)
+        ref.annotated = ref.scope()  # the categories its annotations.json declares, read once
+        refs.append(ref)
     val = DataRef(Path(data), split["val"]) if split["val"] else None
     return TrainInputs(refs, val, list(mix) if mix is not None else None, map_variant,
                        Path(teacher) if teacher else None, pool,

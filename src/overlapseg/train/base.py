@@ -20,7 +20,9 @@ learning-rate schedule, validation or a whole ``training_step``), registered by 
 * a non-finite loss stops the run naming the experiment and iteration, before any step or
   checkpoint; a checkpoint is never written from non-finite weights;
 * one deterministic ``model.pt`` layout ``{format, trainer, params, state_dict, seed, inputs,
-  iterations[, init]}`` and atomic writes of every output;
+  iterations, mix[, init]}`` and atomic writes of every output; ``mix`` is the effective mix
+  (per source: images, weight, share of the draws, annotated categories; rule
+  ``uniform-by-image`` when ``inputs.mix`` is unset), also logged at the start;
 * initialisation (the ``init`` param of families that have one): ``scratch``, ``imagenet``
   (torchvision's ImageNet ResNet file, found in ``resources/weights/`` or the torch hub cache,
   or handed over as ``TrainInputs.init_file``), ``{file: PATH}`` (a torchvision ResNet state
@@ -79,6 +81,19 @@ class DataRef:
     names: list[str] | None = None  # None: all images
     maps: Path | None = None  # directory of {name}.npz overlap-probability maps, if used
     source: str = "original"  # name of the source (original, ccce, copypaste, ...)
+    annotated: tuple[str, ...] | None = None  # categories it annotates (None: the dataset's)
+
+    def scope(self, dataset: Any = None) -> tuple[str, ...]:
+        """Categories this source annotates: ``annotated``, else the dataset's
+        ``info.annotated`` (``dataset``: its open CanonicalDataset, to avoid reading it again).
+        A category outside the scope contributes no loss on this source's images."""
+        if self.annotated is not None:
+            return tuple(self.annotated)
+        if dataset is None:
+            from overlapseg.data.canonical import CanonicalDataset
+
+            dataset = CanonicalDataset(self.root)
+        return dataset.annotated
 
 
 @dataclass
@@ -116,9 +131,14 @@ class TrainInputs:
 
     def describe(self) -> dict:
         """What identifies these inputs (no paths): part of the checkpoint fingerprint."""
+        from overlapseg.data.canonical import CATEGORY_IDS
+
+        partial = {r.source: list(r.scope()) for r in self.train
+                   if tuple(r.scope()) != tuple(CATEGORY_IDS)}
         return {"sources": [r.source for r in self.train], "mix": self.mix,
                 "map_variant": self.map_variant, "teacher": self.teacher is not None,
-                **({"pool": self.pool} if self.pool != "all" else {})}
+                **({"pool": self.pool} if self.pool != "all" else {}),
+                **({"annotated": partial} if partial else {})}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -356,6 +376,7 @@ class Trainer:
         self._fingerprint: str | None = None  # computed once: it hashes data and code
         self._init: dict | None = None  # resolved ``init`` (see resolved_init)
         self._init_source: Path | None = None  # the file it reads
+        self.mix_record: dict | None = None  # the effective mix, set by train()
         self.check_inputs(inputs)
 
     # ---- params ------------------------------------------------------------------------
@@ -689,6 +710,7 @@ class Trainer:
         self.train_scale = self._training_scale()
         self._warn_if_no_instances()
         data = self.load_data(self.inputs.train)
+        self.mix_record = self.effective_mix(data)
         val = (self.load_data([self.inputs.val])
                if self.inputs.val is not None and self.wants_validation() else None)
         model = self.build_model()
@@ -755,6 +777,28 @@ class Trainer:
                         "the model can only learn background", self.experiment, n_images,
                         ", ".join(str(r.root) for r in self.inputs.train))
 
+    def effective_mix(self, data: Any) -> dict:
+        """The mix the draws follow (:func:`~overlapseg.data.training_sources.resolve_mix`:
+        per source its images, weight and share; ``uniform-by-image`` when ``inputs.mix`` is
+        unset), logged once and recorded in ``model.pt``."""
+        from overlapseg.data.training_sources import resolve_mix
+
+        sizes = getattr(data, "source_sizes", None)
+        if sizes is None or len(sizes) != len(self.inputs.train):
+            from overlapseg.data.canonical import CanonicalDataset
+
+            sizes = [len(r.names) if r.names is not None else len(CanonicalDataset(r.root))
+                     for r in self.inputs.train]
+        record = resolve_mix([r.source for r in self.inputs.train], sizes, self.mix)
+        record["annotated"] = [list(r.scope()) for r in self.inputs.train]
+        if len(record["sources"]) > 1:
+            log.info("experiment %r: draws %s (%s)", self.experiment, ", ".join(
+                f"{s} {100 * sh:.1f}% ({n} images, annotates {'+'.join(a)})" for s, sh, n, a in
+                zip(record["sources"], record["shares"], record["images"], record["annotated"])),
+                record["rule"] if self.mix is None else
+                "inputs.mix " + ":".join(f"{w:g}" for w in self.mix))
+        return record
+
     def _training_scale(self) -> float:
         """Pixel scale of the real training data (the original source, else the val split)."""
         from overlapseg.data.canonical import CanonicalDataset
@@ -768,6 +812,7 @@ class Trainer:
                 "seed": self.seed, "iterations": int(self.params["iterations"]),
                 "train_scale": self.train_scale,
                 "inputs": self.inputs.describe() if self.inputs else None,
+                **({"mix": self.mix_record} if self.mix_record is not None else {}),
                 **({"init": self.resolved_init()} if "init" in self.params else {}),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 

@@ -260,7 +260,8 @@ class LayoutGenerator(GANTrainer):
                 "n": n, "scale": real.scale, "params": {k: v for k, v in self.params.items()
                                                         if k not in self._RUN_KEYS},
                 **(info or {})}
-        path = write_canonical_dataset(samples(), Path(out_dir), info=meta)
+        # only ``category`` is annotated: the cells drawn around generated nuclei are not
+        path = write_canonical_dataset(samples(), Path(out_dir), info=meta, annotated=[category])
         log.info("%s: %d images, %d %s instances (%d images without any)", self.name, n,
                  sum(counts), category, sum(c == 0 for c in counts))
         return path

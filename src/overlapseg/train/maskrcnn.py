@@ -1,4 +1,9 @@
-"""Training and inference of the Mask R-CNN baseline (a :class:`~overlapseg.train.base.Trainer`)."""
+"""Training and inference of the Mask R-CNN baseline (a :class:`~overlapseg.train.base.Trainer`).
+
+Every target carries its source's annotation scope (``annotated``): on images of a nuclei-only
+source the detectors train the cytoplasm class neither as object nor as background
+(:mod:`overlapseg.models.scope`; DoNet, IRNet and the CC framework share this loop).
+"""
 from __future__ import annotations
 
 import logging
@@ -14,6 +19,7 @@ from overlapseg.data.preprocess import to_float_gray
 from overlapseg.data.semantic import semantic_targets
 from overlapseg.models.maskrcnn import MASKRCNN_DEFAULTS as NETWORK_DEFAULTS
 from overlapseg.models.maskrcnn import build_maskrcnn_from_params
+from overlapseg.models.scope import SCOPE_KEY, scope_tensor
 from overlapseg.train.base import DataRef, Trainer, register
 
 log = logging.getLogger(__name__)
@@ -57,14 +63,17 @@ AREA_CAPS = ("detections_per_img", "detections_per_image", "max_keypoints")
 
 # ----------------------------------------------------------------------------- data
 class InstanceData:
-    """Images and instance targets of several canonical datasets, loaded once into memory."""
+    """Images and instance targets of several canonical datasets, loaded once into memory;
+    ``scopes[i]``: the categories item ``i``'s source annotates (``DataRef.scope``)."""
 
     def __init__(self, refs: list[DataRef]):
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.scopes: list[tuple[str, ...]] = []
         self.source_sizes: list[int] = []  # items per source, in order (inputs.mix)
         for ref in refs:
             before = len(self.items)
             ds = CanonicalDataset(ref.root)
+            scope = ref.scope(ds)
             for name in ref.names if ref.names is not None else ds.names:
                 image = to_float_gray(ds.load_image(name))
                 masks, labels = [], []
@@ -73,6 +82,7 @@ class InstanceData:
                     masks.append(m)
                     labels += [cid] * len(m)
                 self.items.append((image, np.concatenate(masks), np.asarray(labels, np.int64)))
+                self.scopes.append(scope)
             self.source_sizes.append(len(self.items) - before)
         if not self.items:
             raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
@@ -99,15 +109,20 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, cfg:
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(masks)
 
 
-def to_target(masks: np.ndarray, labels: np.ndarray) -> dict:
+def to_target(masks: np.ndarray, labels: np.ndarray, annotated: tuple[str, ...] | None = None) -> dict:
+    """torchvision detection target; ``annotated``: the categories the image's source annotates
+    (key ``annotated``, :mod:`overlapseg.models.scope`; None: no key, fully annotated)."""
     keep = masks.any(axis=(1, 2))  # (an image may hold no instance: a generated one, say)
     masks, labels = masks[keep], labels[keep]
     boxes = np.zeros((len(masks), 4), np.float32)
     for k, m in enumerate(masks):
         ys, xs = np.nonzero(m)
         boxes[k] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
-            "masks": torch.from_numpy(masks.astype(np.uint8))}
+    target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
+              "masks": torch.from_numpy(masks.astype(np.uint8))}
+    if annotated is not None:
+        target[SCOPE_KEY] = scope_tensor(annotated)
+    return target
 
 
 def image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -150,7 +165,7 @@ class MaskRCNNTrainer(Trainer):
             image, masks, labels = data.items[idx]
             image, masks = augment(image, masks, rng, self.params["augment"])
             images.append(image_tensor(image))
-            targets.append(to_target(masks, labels))
+            targets.append(to_target(masks, labels, data.scopes[idx]))
         return images, targets
 
     def losses(self, model, batch) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ Brightfield thesis (``003``) Sec. 4.2-4.3 and 5.1, scaled by params:
   uses the binary focal loss recalibrated (or reweighted) by the overlap-probability map of
   the chosen variant (Eq. 4.5 / 5.1, ``overlapseg.maps.losses``), plain focal when
   ``map_variant`` is null;
+* annotation scope (issue 28): on images of a source that does not annotate a category, the
+  heads derived from it have target :data:`IGNORE` and no loss (cytoplasm, border, overlap and
+  background on a nuclei-only set); each head's loss is its mean over the known pixels, so the
+  nucleus head still learns its background on every pixel of a nuclei-only image;
 * inference by sliding windows (``tile``/``stride``, averaged), thresholds 0.5 for the
   semantic heads and 0.3 for the overlap head; instances by marker-controlled watershed
   (``overlapseg.models.watershed``).
@@ -30,12 +34,17 @@ from scipy import ndimage as ndi
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
 from overlapseg.data.preprocess import to_float_gray
 from overlapseg.data.semantic import semantic_targets
+from overlapseg.data.training_sources import known_classes
 from overlapseg.models.seunet import SEUNET_MODEL_DEFAULTS, SEUNet, build_seunet, head_names
 from overlapseg.models.sliding_window import sliding_window
 from overlapseg.models.watershed import labels_to_coco, nucleus_instances, watershed_cells
 from overlapseg.train.base import DataRef, Trainer, draw_items, register
 
 log = logging.getLogger(__name__)
+
+#: target value of a pixel whose class is unknown (a head whose category the source does not
+#: annotate): no loss there. Nearest-neighbour resampling in ``augment`` keeps it exact.
+IGNORE = -1.0
 
 SEUNET_DEFAULTS: dict = {
     **Trainer.DEFAULTS,
@@ -85,7 +94,8 @@ class SemanticData:
     """Grey images, per-head targets and (optionally) overlap maps, loaded into memory.
 
     ``items[i]`` is a float32 array (1 + K [+ 1], H, W): image, one target per head in the
-    model's head order, then the overlap-probability map when the overlap loss uses one.
+    model's head order (:data:`IGNORE` everywhere for a head the source does not annotate),
+    then the overlap-probability map when the overlap loss uses one.
     """
 
     def __init__(self, refs: list[DataRef], heads: tuple[str, ...], map_variant: str | None,
@@ -98,13 +108,19 @@ class SemanticData:
         for ref in refs:
             before = len(self.items)
             ds = CanonicalDataset(ref.root)
+            known = known_classes(heads, ref.scope(ds))
+            if not any(known):
+                log.warning("%s (source %s) annotates only %s: no head of %s learns from its images",
+                            ref.root, ref.source, "+".join(ref.scope(ds)), "/".join(heads))
             for name in ref.names if ref.names is not None else ds.names:
                 if name not in ds.images:
                     raise DataError(ds.annotation_file, f"image {name!r} (from the split) not in dataset")
                 image = to_float_gray(ds.load_image(name))
                 cells, nuclei = ds.masks(name, "cytoplasm"), ds.masks(name, "nucleus")
                 targets = semantic_targets(cells, nuclei, border_width)
-                planes = [image] + [targets[h].astype(np.float32) for h in heads]
+                planes = [image] + [targets[h].astype(np.float32) if ok
+                                    else np.full(image.shape, IGNORE, np.float32)
+                                    for h, ok in zip(heads, known)]
                 if self.with_map:
                     if ref.maps is not None:
                         prob = _load_map(ref, name, image.shape)
@@ -183,19 +199,27 @@ def sample_batch(data: SemanticData, rng: np.random.Generator, params: dict,
 
 def semantic_loss(logits: torch.Tensor, targets: torch.Tensor, prob_map: torch.Tensor | None,
                   heads: tuple[str, ...], params: dict) -> tuple[torch.Tensor, dict]:
-    """Weighted sum of per-head BCE, focal (map-guided) loss for the overlap head."""
-    from overlapseg.maps.losses import recalibrated_focal_loss
+    """Weighted sum of per-head BCE, focal (map-guided) loss for the overlap head; pixels whose
+    target is :data:`IGNORE` take no part (each head's mean runs over its known pixels)."""
+    from overlapseg.maps.losses import masked_mean, recalibrated_focal_loss
 
     parts = {}
     total = logits.new_zeros(())
     for k, head in enumerate(heads):
+        target, valid = targets[:, k], None
+        if not bool((target >= 0).all()):  # some image's source does not annotate this head
+            valid = target >= 0
+            target = target.clamp_min(0)
         if head == "overlap":
-            part = recalibrated_focal_loss(logits[:, k], targets[:, k], prob_map,
+            part = recalibrated_focal_loss(logits[:, k], target, prob_map,
                                            mode=params["focal_mode"],
                                            alpha=float(params["focal_alpha"]),
-                                           gamma=float(params["focal_gamma"]))
+                                           gamma=float(params["focal_gamma"]), valid=valid)
+        elif valid is None:
+            part = F.binary_cross_entropy_with_logits(logits[:, k], target)
         else:
-            part = F.binary_cross_entropy_with_logits(logits[:, k], targets[:, k])
+            part = masked_mean(F.binary_cross_entropy_with_logits(logits[:, k], target,
+                                                                  reduction="none"), valid)
         parts[head] = part
         total = total + float(params["loss_weights"][head]) * part
     return total, parts
@@ -210,9 +234,10 @@ def init_output_priors(model: SEUNet, data: SemanticData) -> dict[str, float]:
     """
     priors = {}
     for k, head in enumerate(data.heads):
-        fg = sum(float(item[1 + k].sum()) for item in data.items)
-        n = sum(item[1 + k].size for item in data.items)
-        pi = min(max(fg / n, 1e-3), 1 - 1e-3)
+        known = [item[1 + k] for item in data.items if item[1 + k].min() >= 0]  # not IGNORE
+        fg = sum(float(t.sum()) for t in known)
+        n = sum(t.size for t in known)
+        pi = min(max(fg / n if n else 0.5, 1e-3), 1 - 1e-3)
         with torch.no_grad():
             model.decoders[head].out.bias.fill_(float(np.log(pi / (1 - pi))))
         priors[head] = pi

@@ -14,6 +14,7 @@ import torch
 
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
 from overlapseg.data.preprocess import to_float_gray
+from overlapseg.models.scope import SCOPE_KEY, scope_tensor
 from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seunet,
                                              check_sparse_params, predict_instances, sparse_losses)
 from overlapseg.train.base import DataRef, register
@@ -26,11 +27,13 @@ class InstanceStacks:
 
     def __init__(self, refs: list[DataRef], map_variant: str | None):
         self.items: list[tuple[np.ndarray, np.ndarray]] = []
+        self.scopes: list[tuple[str, ...]] = []  # categories each item's source annotates
         self.with_map = map_variant is not None
         self.source_sizes: list[int] = []  # items per source, in order (inputs.mix)
         for ref in refs:
             before = len(self.items)
             ds = CanonicalDataset(ref.root)
+            scope = ref.scope(ds)
             for name in ref.names if ref.names is not None else ds.names:
                 if name not in ds.images:
                     raise DataError(ds.annotation_file, f"image {name!r} (from the split) not in dataset")
@@ -49,6 +52,7 @@ class InstanceStacks:
                     planes.append(prob[None])
                 self.items.append((np.concatenate(planes).astype(np.float32),
                                    np.asarray(labels, np.int64)))
+                self.scopes.append(scope)
             self.source_sizes.append(len(self.items) - before)
         if not self.items:
             raise ValueError(f"no training images in {[str(r.root) for r in refs]}")
@@ -98,14 +102,16 @@ class SparseSEUNetTrainer(SEUNetTrainer):
         crop = int(self.params["crop"])
         images, targets, maps = [], [], []
         for _ in range(int(self.params["batch_size"])):
-            stack, labels = data.items[self.draw(data, rng)]
+            index = self.draw(data, rng)
+            stack, labels = data.items[index]
             n = len(labels)
             out = augment(_random_crop(stack, crop, rng), n, rng, self.params["augment"])
             masks = out[1:1 + n] > 0.5
             keep = masks.reshape(n, -1).any(axis=1)
             images.append(torch.from_numpy(out[:1].copy()))
             targets.append({"masks": torch.from_numpy(masks[keep]),
-                            "labels": torch.from_numpy(labels[keep])})
+                            "labels": torch.from_numpy(labels[keep]),
+                            SCOPE_KEY: scope_tensor(data.scopes[index])})
             if data.with_map:
                 maps.append(torch.from_numpy(out[1 + n].copy()))
         return torch.stack(images), targets, (torch.stack(maps) if maps else None)

@@ -127,6 +127,11 @@ def find_edf_folder(raw: Path) -> Path:
     raise DataError(raw, "no EDF images found (expected EDF/EDF000.png and EDF/EDF000_GT.png)")
 
 
+def annotated_categories(**_options) -> tuple[str, ...]:
+    """The EDF ground truth outlines nuclei only."""
+    return ("nucleus",)
+
+
 def read(raw: Path, outline_width: int = 3, min_area: int = 16, report: list | None = None,
          report_file: str | None = None) -> Iterator[Sample]:
     """Samples ``EDF000``... with nucleus instances, all in subset ``test``."""

@@ -93,6 +93,11 @@ def pair_files(raw: Path, label_dir: Path) -> list[tuple[Path, Path]]:
     return [(images[s], labels[s]) for s in sorted(images)]
 
 
+def annotated_categories(category: str = "nucleus", **_options) -> tuple[str, ...]:
+    """A label image annotates one category (option ``category``)."""
+    return (category,)
+
+
 def read(raw: Path, category: str = "nucleus", labels: str | None = None) -> Iterator[Sample]:
     """One Sample per image, one instance per label value."""
     raw = Path(raw)
