@@ -1,8 +1,8 @@
 """Table captions that say what a reader needs to trust the numbers.
 
 A caption names the dataset and what its ground truth annotates (read from the metrics:
-``n_gt`` per category, never guessed from the dataset's name), the split (preset and the
-train/val/test image counts of ``splits.json``), the number of test images, and each row's
+``n_gt`` per category, never guessed from the dataset's name), the split (the protocol and
+train/val/test image counts ``splits.json`` records), the number of test images, and each row's
 training budget (model family, iterations, batch size, initialisation, seeds), rows with the
 same budget grouped. Rows whose budget is a smoke test are flagged: their numbers prove that
 the stage runs and are not results. The legend of the table itself (number format, bold rule,
@@ -11,7 +11,7 @@ markers, omitted columns) is appended by :func:`overlapseg.report.tables.caption
 ``caption_info`` (all keys optional)::
 
     {"dataset": "demo", "format": "isbi2014", "splits": "results/demo/splits.json",
-     "preset": None,             # split preset of the dataset (None: stratified fractions)
+     "preset": None,             # configured split preset (splits.json's ``protocol`` wins)
      "rows": [{"label": "SE-U-Net, 4 heads", "model": "seunet", "iterations": 40,
                "batch_size": 4, "init": "scratch", "seeds": [0], "smoke": False,
                "train_dataset": "demo"}, ...],
@@ -30,12 +30,21 @@ from overlapseg.utils.io import read_json
 SPLIT_ROLES = ("train", "val", "test")
 
 
-def split_counts(splits: str | os.PathLike) -> dict[str, int]:
-    """Images per split role of a ``splits.json``; a bad file is one line naming it."""
+def read_splits(splits: str | os.PathLike) -> dict:
+    """Images per split role of a ``splits.json`` and the ``protocol`` it records (None for
+    files written before it did); a bad file is one line naming it."""
     data = read_json(splits)
     if not isinstance(data, dict) or not all(isinstance(data.get(r, []), list) for r in SPLIT_ROLES):
         raise ValueError(f"{splits}: not a splits file (lists of image names under train/val/test)")
-    return {r: len(data.get(r, [])) for r in SPLIT_ROLES}
+    return {**{r: len(data.get(r, [])) for r in SPLIT_ROLES}, "protocol": data.get("protocol")}
+
+
+def _split_words(protocol: str | None) -> str:
+    if protocol in (None, "fractions"):
+        return "stratified random split"
+    if protocol == "pooled":
+        return "stratified random split over the raw train and test subsets (pooled)"
+    return f"split protocol {protocol}"
 
 
 def format_init(init: Any, labels: Mapping[str, str] | None = None) -> str:
@@ -104,10 +113,10 @@ def dataset_line(table: Table, info: Mapping) -> str:
         what.append(f"{kind}: the ground truth annotates no cytoplasm")
     elif gt == ["cytoplasm"]:
         what.append("cytoplasm only: the ground truth annotates no nuclei")
-    counts = split_counts(info["splits"]) if info.get("splits") else None
+    counts = read_splits(info["splits"]) if info.get("splits") else None
     n_test = info.get("n_test", counts["test"] if counts else None)
-    preset = info.get("preset")
-    split = f"split preset {preset}" if preset else "stratified random split"
+    # the protocol splits.json records (what produced the file) over the configured preset
+    split = _split_words((counts or {}).get("protocol") or info.get("preset"))
     if counts:
         split += f", train/val/test {counts['train']}/{counts['val']}/{counts['test']} images"
     head = f"Test images: {n_test} of {dataset}" if n_test is not None else f"Dataset: {dataset}"
