@@ -237,3 +237,46 @@ def test_figure_titles_give_the_split_role_before_the_raw_name():
     assert image_title(gt, gt["images"][2]) == "test image 3/3: img7"
     assert image_title({"images": [{"id": 1, "name": "test-3"}]}, {"id": 1, "name": "test-3"}) == \
         "test image 1/1: test-3"
+
+
+# ----------------------------------------------------------------------------- the report, end to end
+@pytest.mark.slow
+def test_report_after_a_targeted_run_shows_html_tables_and_the_workflow_page(tmp_path):
+    """`snakemake --report` with the run's targets and --configfile (targets before it) works,
+    holds every table as HTML and the workflow description; in headless Chromium when present."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = root / "tests" / "configs" / "tiny_study.yaml"
+    targets = ["table_heads", "table_base", "results/demo/tables/metrics.html"]
+
+    def snakemake(*args):
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(root / "Snakefile"), "-d", str(tmp_path),
+               *args, "--configfile", str(config)]
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    snakemake("--cores", "2", *targets)
+    snakemake("--report", "results/report.zip", *targets)
+    with zipfile.ZipFile(tmp_path / "results/report.zip") as z:
+        names = z.namelist()
+        page = z.read(next(n for n in names if n.endswith("report.html"))).decode()
+    assert {Path(n).name for n in names} >= {"study_heads.html", "study_base.html", "metrics.html", "pixel.html"}
+    assert not any(n.endswith(".csv") for n in names)  # tables are shown, not offered as downloads
+    assert "instance segmentation of overlapping cells" in page  # workflow.rst on the first page
+    md = (tmp_path / "results/demo/tables/study_heads.md").read_text(encoding="utf-8")
+    assert "Test images: 2 of demo; stratified random split, train/val/test 3/0/2 images." in md
+    assert "Training (every row): seunet, 2 iterations, batch 2, from scratch, seed 0, trained on demo." in md
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium: the browser check needs it (apt-get install chromium)")
+    spec = importlib.util.spec_from_file_location("check_report", root / "benchmarks" / "check_report.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.main([str(tmp_path / "results/report.zip"), "--table", "study_heads",
+                       "--out", str(tmp_path / "shots")]) == 0
+    assert (tmp_path / "shots" / "table_study_heads.png").stat().st_size > 10_000

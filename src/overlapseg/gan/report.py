@@ -123,8 +123,9 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
             ax_cond.imshow(np.moveaxis(cond, 0, -1) if len(cond) == 3 else cond[0], cmap="gray",
                            vmin=0, vmax=1)
             n_inst = len(ds.annotations(names[c], category))
-            what = f"{category} instances" if category else "instances"
-            ax_cond.set_title(_wrapped(f"condition ({n_inst} {what})"), fontsize=7)
+            what = f"{category} instance" if category else "instance"
+            ax_cond.set_title(_wrapped(f"condition ({n_inst} {what}{'' if n_inst == 1 else 's'})"), fontsize=7)
+            what += "s"
             if not n_inst:
                 _no_instances(ax_cond, what)
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=1)
