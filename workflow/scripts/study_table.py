@@ -14,7 +14,8 @@ from overlapseg.utils.workflow import log_to_file
 
 log_to_file(snakemake)  # noqa: F821
 spec = dict(snakemake.params.spec)  # noqa: F821
-caption = {"dataset": snakemake.wildcards.dataset, **dict(getattr(snakemake.params, "caption", None) or {})}  # noqa: F821
+caption = {"dataset": snakemake.wildcards.dataset,  # noqa: F821
+           **dict(getattr(snakemake.params, "caption", None) or {})}  # noqa: F821
 if hasattr(snakemake.input, "splits"):  # noqa: F821
     caption["splits"] = snakemake.input.splits  # noqa: F821
 stem = Path(snakemake.output[0]).with_suffix("")  # noqa: F821

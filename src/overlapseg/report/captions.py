@@ -89,13 +89,13 @@ def _seeds(seeds: Sequence) -> str:
     return f"{len(seeds)} seeds ({', '.join(map(str, seeds))}; mean ± std)" if seeds else ""
 
 
-def _budget(row: dict, labels: Mapping[str, str]) -> str:
+def _budget(row: dict, labels: Mapping[str, str], test_dataset: str = "") -> str:
     parts = [str(row["model"]) if row.get("model") else "",
              f"{row['iterations']} iterations" if row.get("iterations") is not None else "",
              f"batch {row['batch_size']}" if row.get("batch_size") is not None else "",
              format_init(row.get("init"), labels) if "init" in row else "",
              _seeds(row.get("seeds") or []),
-             f"trained on {row['train_dataset']}" if row.get("train_dataset") else ""]
+             f"trained on {row['train_dataset']}" if row.get("train_dataset") not in (None, test_dataset) else ""]
     return ", ".join(p for p in parts if p)
 
 
@@ -125,14 +125,15 @@ def dataset_line(table: Table, info: Mapping) -> str:
     return head + (f" ({'; '.join(what)})" if what else "") + f"; {split}."
 
 
-def budget_lines(rows: Sequence[dict]) -> list[str]:
-    """One line per group of rows with the same budget; smoke-test rows flagged."""
+def budget_lines(rows: Sequence[dict], test_dataset: str = "") -> list[str]:
+    """One line per group of rows with the same budget; smoke-test rows flagged. The training
+    dataset is named when it is not the test dataset (e.g. models tested on EDF images)."""
     if not rows:
         return []
     labels = {r["name"]: r["label"] for r in rows if r.get("name")}
     groups: dict[str, list[str]] = {}
     for r in rows:
-        groups.setdefault(_budget(r, labels), []).append(r["label"])
+        groups.setdefault(_budget(r, labels, test_dataset), []).append(r["label"])
     if len(groups) == 1:
         (budget,) = groups
         lines = [f"Training (every row): {budget}." if budget else ""]
@@ -153,6 +154,6 @@ def table_caption(title: str, table: Table, info: Mapping | None = None) -> list
     title = title.strip()
     lines = [title if not title or title.endswith(".") else title + "."]
     lines.append(dataset_line(table, info))
-    lines += budget_lines(info.get("rows") or [])
+    lines += budget_lines(info.get("rows") or [], info.get("dataset") or "")
     lines += [str(n) for n in info.get("notes") or []]
     return [line for line in lines if line]
