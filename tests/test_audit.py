@@ -12,8 +12,8 @@ from overlapseg.cli import main
 from overlapseg.provenance import table_provenance
 from overlapseg.report.audit import audit_cell, format_audit
 from overlapseg.report.study import write_study_table
-from overlapseg.report.tables import (NOT_PREDICTED, UNDEFINED, metrics_table, pixel_table, predicts,
-                                      to_csv, to_latex, to_markdown)
+from overlapseg.report.tables import (NOT_PREDICTED, NOT_PREDICTED_MARK, UNDEFINED, metrics_table,
+                                      pixel_table, predicts, to_csv, to_latex, to_markdown)
 from overlapseg.utils.io import sha256_file, write_json
 
 PIXEL = {"accuracy": 0.9, "precision": 0.8, "recall": 0.7, "F1": 0.75, "IoU": 0.6}
@@ -43,32 +43,33 @@ def test_not_predicted_class_reads_na_never_zero():
     t = metrics_table([no_head, found_none], ["seunet_base", "seunet_2head"], "default",
                       labels=["SE-U-Net, base", "SE-U-Net | 2 heads"])
     j = t.column_names.index("nucleus/AP")
-    assert t.cell(0, j) == "n/a" and t.status[0][j] == NOT_PREDICTED
-    assert t.cell(1, j) == "0.00" and t.status[1][j] == ""
-    assert t.cell(0, t.column_names.index("mean/AP")) == "n/a"
-    assert t.status[0][t.column_names.index("cytoplasm/AP75")] == UNDEFINED  # null metric
+    assert t.cell(0, j) == NOT_PREDICTED_MARK and t.status[0][j] == NOT_PREDICTED
+    assert t.cell(1, j) == "0.0" and t.status[1][j] == ""
+    assert t.cell(0, t.column_names.index("mean/AP")) == NOT_PREDICTED_MARK
+    assert "cytoplasm/AP75" not in t.column_names  # null in every row: dropped, and said so
+    assert ("cytoplasm/AP75", UNDEFINED) in t.dropped
     lines = to_csv(t).splitlines()
     assert lines[0].startswith("label,cytoplasm/AP,") and lines[0].endswith(",experiment,provenance")
-    assert lines[1].startswith('"SE-U-Net, base",40.00,') and lines[1].endswith(",seunet_base,a")
-    assert "0.00" not in lines[1].split(",")[9:16] and lines[1].count("n/a") >= 14
+    assert lines[1].startswith('"SE-U-Net, base",40.0,') and lines[1].endswith(",seunet_base,a")
+    assert "0.0" not in lines[1].split(",")[8:14] and lines[1].count(NOT_PREDICTED_MARK) == 12
     md = to_markdown(t)
     assert "| SE-U-Net, base | " in md and r"SE-U-Net \| 2 heads" in md and "`seunet_2head`" in md
     tex = to_latex(t)
-    assert r"SE-U-Net, base & 40.00" in tex and r"\texttt{seunet\_base}" in tex and "n/a" in tex
+    assert r"SE-U-Net, base & 40.0" in tex and r"\texttt{seunet\_base}" in tex and " --- " in tex
     px = pixel_table([no_head, found_none], ["a", "b"], classes=["cytoplasm", "nucleus"])
     k = px.column_names.index("nucleus/F1")
-    assert px.cell(0, k) == "n/a" and px.status[0][k] == NOT_PREDICTED and px.cell(1, k) == "75.00"
+    assert px.cell(0, k) == NOT_PREDICTED_MARK and px.status[0][k] == NOT_PREDICTED and px.cell(1, k) == "75.0"
 
 
 def test_rows_of_several_runs_read_mean_and_std():
     runs = [_metrics(0.4, 0.2, 3, True, "s0"), _metrics(0.5, 0.2, 3, True, "s1")]
     t = metrics_table([runs, _metrics(0.3, 0.1, 2, True, "c")], ["seeds", "single"], "default")
-    assert t.cell(0, 0) == "45.00 ± 7.07" and t.cell(1, 0) == "30.00"
+    assert t.cell(0, 0) == "45.0 ± 7.1" and t.cell(1, 0) == "30.0"
     assert t.provenance[0] == "s0+s1" and t.runs == [2, 1] and t.bold[0][0]
     aggregate = {**_metrics(0.45, 0.2, 3, True, ""), "seed_std": {"cytoplasm": {"AP": 0.05}},
                  "provenance": {"seeds": [{"id": "s0"}, {"id": "s1"}]}}
     t = metrics_table([aggregate], ["agg"], "default")
-    assert t.cell(0, 0) == "45.00 ± 5.00" and t.provenance[0] == "s0+s1"
+    assert t.cell(0, 0) == "45.0 ± 5.0" and t.provenance[0] == "s0+s1"
 
 
 # ----------------------------------------------------------------------------- provenance + audit
@@ -128,10 +129,10 @@ def test_provenance_map_covers_every_cell_with_its_chain(tree):
     tmp, record = tree
     assert list(record["rows"]) == ["SE-U-Net, base", "SE-U-Net, 2 heads"]
     row = record["rows"]["SE-U-Net, base"]
-    assert len(row["cells"]) == len(record["table"]["columns"]) == 21
-    assert row["cells"]["nucleus/AP"] == {"value": "n/a", "metric": 0.0, "key": "nucleus.AP", "scale": 100,
-                                          "status": NOT_PREDICTED}
-    assert record["rows"]["SE-U-Net, 2 heads"]["cells"]["nucleus/AP"]["value"] == "0.00"
+    assert len(row["cells"]) == len(record["table"]["columns"]) == 18  # AP75 null in every row: dropped
+    assert row["cells"]["nucleus/AP"] == {"value": NOT_PREDICTED_MARK, "metric": 0.0, "key": "nucleus.AP",
+                                          "scale": 100, "status": NOT_PREDICTED}
+    assert record["rows"]["SE-U-Net, 2 heads"]["cells"]["nucleus/AP"]["value"] == "0.0"
     chain = row["chain"]
     assert chain["model"]["sha256"] == sha256_file(tmp / "results/demo/models/seunet_base/model.pt")
     assert chain["model"]["params"] == {"heads": "base", "lr": 0.001} and chain["model"]["n_parameters"] == 6
@@ -147,7 +148,7 @@ def test_provenance_map_covers_every_cell_with_its_chain(tree):
 def test_stale_table_is_refused(tree):
     tmp, record = tree
     csv = tmp / "results/demo/tables/study_heads.csv"
-    csv.write_text(csv.read_text().replace("40.00", "41.00", 1))
+    csv.write_text(csv.read_text().replace("40.0", "41.0", 1))
     rows = [{"label": r["label"], "experiment": r["experiment"], "metrics": r["chain"]["metrics"]["path"]}
             for r in record["rows"].values()]
     with pytest.raises(ValueError, match="study_heads.csv: does not match the table rebuilt"):
@@ -157,15 +158,15 @@ def test_stale_table_is_refused(tree):
 def test_audit_one_cell(tree):
     tmp, _ = tree
     a = audit_cell("results/demo/tables/study_heads.csv", "SE-U-Net, base", "nucleus AP")
-    assert a["column"] == "nucleus/AP" and a["cell"]["value"] == "n/a"
+    assert a["column"] == "nucleus/AP" and a["cell"]["value"] == NOT_PREDICTED_MARK
     assert set(a["checks"].values()) == {"ok"}
     text = format_audit(a)
-    assert "shown as n/a: not predicted" in text
+    assert f"shown as {NOT_PREDICTED_MARK}: not predicted" in text
     assert sha256_file(tmp / "results/demo/models/seunet_base/model.pt") in text
     assert "device cpu, 2 threads" in text and "test ids: a, b" in text and "seed 7" in text
     assert "(protocol fractions (auto), train 2, val 1, test 2 images)" in text  # issue 26
     assert "\ninit         scratch\n" in text  # no init record: random weights
-    assert audit_cell("results/demo/tables/study_heads.csv", "seunet_2head", "nucleus/AP")["cell"]["value"] == "0.00"
+    assert audit_cell("results/demo/tables/study_heads.csv", "seunet_2head", "nucleus/AP")["cell"]["value"] == "0.0"
     with pytest.raises(ValueError, match="no row 'nope'; rows: 'SE-U-Net, base' \\(seunet_base\\)"):
         audit_cell("results/demo/tables/study_heads.csv", "nope", "AP")
     with pytest.raises(ValueError, match="ambiguous column 'AP'"):  # cytoplasm, nucleus and mean have AP
@@ -177,7 +178,7 @@ def test_audit_cli_prints_the_chain_and_flags_changed_files(tree, capsys):
     assert main(["audit", "results/demo/tables/study_heads.csv", "--row", "SE-U-Net, 2 heads",
                  "--column", "cytoplasm/AP"]) == 0
     out = capsys.readouterr().out
-    assert "row 'SE-U-Net, 2 heads' x column 'cytoplasm/AP' = 50.00  [ok]" in out
+    assert "row 'SE-U-Net, 2 heads' x column 'cytoplasm/AP' = 50.0  [ok]" in out
     assert "metrics[cytoplasm.AP] = 0.5" in out and "results/demo/models/seunet_2head/model.pt  sha256" in out
     assert ("\ninit         warm start from experiment seunet_base (part encoder): model.pt  sha256 "
             + "5eed" * 16 + ", 12 tensors loaded, 0 skipped; source started from scratch\n") in out

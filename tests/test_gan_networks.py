@@ -403,3 +403,25 @@ def test_gan_never_imports_train_or_above():
                           if n.split(".")[:2] in (["overlapseg", "train"], ["overlapseg", "evaluate"],
                                                    ["overlapseg", "report"])]
     assert not offenders, offenders
+
+
+def test_gan_sample_figures_show_images_with_instances_first(tmp_path):
+    """Sample panels of a generated set are not blank tiles: images holding an instance of the
+    generator's category come first; when too few have one, the empty panel says so."""
+    from overlapseg.data.canonical import CanonicalDataset, Instance, Sample, write_canonical_dataset
+    from overlapseg.gan.report import side_by_side_figure, with_instances
+
+    yy, xx = np.mgrid[:32, :32]
+    disc = (yy - 16) ** 2 + (xx - 16) ** 2 <= 16
+    samples = [Sample("synthetic_empty_000", np.full((32, 32), 200, np.uint8), []),
+               Sample("synthetic_nucleus_001", np.where(disc, 60, 200).astype(np.uint8),
+                      [Instance(disc, "nucleus")]),
+               Sample("synthetic_cell_002", np.where(disc, 120, 200).astype(np.uint8),
+                      [Instance(disc, "cytoplasm")])]
+    ds = CanonicalDataset(write_canonical_dataset(samples, tmp_path / "fake"))
+    names = ds.names
+    assert with_instances(ds, names, 2, "nucleus") == ["synthetic_nucleus_001", "synthetic_empty_000"]
+    assert with_instances(ds, names, 2) == ["synthetic_nucleus_001", "synthetic_cell_002"]
+    png, pdf = tmp_path / "f.png", tmp_path / "f.pdf"
+    side_by_side_figure(tmp_path / "fake", names, tmp_path / "fake", None, png, pdf, n=3, category="nucleus")
+    assert png.read_bytes()[:4] == b"\x89PNG"

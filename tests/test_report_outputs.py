@@ -22,14 +22,15 @@ def test_table_bold_best_precision_and_provenance():
     ms = [_metrics(0.41234, 0.7, 0.2, "aaa111"), _metrics(0.5, 0.65, 0.1, "bbb222")]
     t = metrics_table(ms, ["maskrcnn", "seunet"], "default")
     md = to_markdown(t)
-    assert "| maskrcnn | 41.23 |" in md and "**50.00**" in md  # percent, 2 decimals, best bold
-    assert "**70.00**" in md and "`aaa111`" in md and "`bbb222`" in md
-    assert "n/a" in md  # AP75 undefined stays undefined
+    assert "| maskrcnn | 41.2 |" in md and "**50.0**" in md  # percent, 1 decimal, strict best bold
+    assert "**70.0**" in md and "`aaa111`" in md and "`bbb222`" in md
+    assert "AP75" not in md.splitlines()[0]  # undefined in every row: column dropped ...
+    assert "Columns omitted (undefined in every row): cytoplasm/AP75" in md  # ... and said so
     isbi = to_markdown(metrics_table(ms, ["maskrcnn", "seunet"], "isbi"))
-    assert "**0.100**" in isbi and "0.200" in isbi and "**0.200**" not in isbi  # FNo: lower is better
+    assert "**10.00**" in isbi and "| 20.00 |" in isbi  # FNo: an error rate, lower is better
     tex = to_latex(t)
-    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{50.00}" in tex
-    assert r"\multicolumn{7}{c}{cytoplasm}" in tex and r"boundary\_AP" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{50.0}" in tex
+    assert r"\multicolumn{6}{c}{cytoplasm}" in tex and r"boundary\_AP" in tex
     with pytest.raises(ValueError, match="unknown table preset"):
         metrics_table(ms, ["a", "b"], "nope")
     with pytest.raises(ValueError, match="2 metrics files for 1"):
@@ -41,18 +42,18 @@ def test_pixel_table_and_write_tables(tmp_path):
     ms[1]["pixel"] = {"overlap": {"accuracy": 0.99, "precision": 0.5, "recall": 0.25, "F1": 1 / 3, "IoU": 0.2}}
     t = pixel_table(ms, ["x", "y"])
     assert [c for c in t.columns] == [("overlap", k) for k in ("accuracy", "precision", "recall", "F1", "IoU")]
-    assert t.values[0] == [None] * 5 and t.cell(1, 3) == "33.33"
+    assert t.values[0] == [None] * 5 and t.cell(1, 3) == "33.3" and t.cell(0, 3) == "\u2014"
     paths = []
     for k, m in enumerate(ms):
         paths.append(tmp_path / f"m{k}.json")
         write_metrics(paths[-1], {k2: v for k2, v in m.items() if k2 != "provenance"}, m["provenance"])
     written = write_tables(paths, ["x", "y"], tmp_path / "tables")
     assert sorted(p.name for p in written) == sorted(
-        f"{s}.{e}" for s in ("metrics", "pixel") for e in ("csv", "md", "tex"))
+        f"{s}.{e}" for s in ("metrics", "pixel") for e in ("csv", "md", "tex", "html"))
     csv_lines = (tmp_path / "tables" / "metrics.csv").read_text().splitlines()
     # row label first; experiment id and provenance id close the row
     assert csv_lines[0].startswith("label,cytoplasm/AP,") and csv_lines[0].endswith(",experiment,provenance")
-    assert csv_lines[1].startswith("x,40.00,") and csv_lines[1].endswith(",x,a")
+    assert csv_lines[1].startswith("x,40.0,") and csv_lines[1].endswith(",x,a")
 
 
 @pytest.fixture()

@@ -156,12 +156,13 @@ def test_overlap_and_error_analysis_presets_read_nested_metrics():
     t = metrics_table([run(0.5, 0.2), run(0.4, 0.3)], ["a", "b"], "overlap")
     header, row_a, row_b = to_csv(t).splitlines()[:3]
     assert "cytoplasm [0.1,1]/AP" in header and "cytoplasm [0,0.1)/AJI" in header
-    assert row_a.split(",")[1:3] == ["50.00", "70.00"] and row_b.split(",")[5] == "30.00"
+    assert "best_IoU" not in header  # no run records it: column dropped
+    assert row_a.split(",")[1:3] == ["50.0", "70.0"] and row_b.split(",")[3] == "30.0"
     t = metrics_table([run(0.5, 0.2), run(0.5, 0.2, n_pred=0)], ["a", "b"], "error_analysis")
     header, row_a, row_b = to_csv(t).splitlines()[:3]
     assert header.split(",")[1:5] == ["cytoplasm/AP", "cytoplasm/AP50", "cytoplasm/AP75",
                                       "cytoplasm w_gt_mask/AP"]
-    assert row_a.split(",")[4] == "90.0" and row_b.split(",")[4] == "n/a"
+    assert row_a.split(",")[4] == "90.0" and row_b.split(",")[4] == "\u2014"  # n_pred 0: not predicted
 
 
 def test_a_code_change_is_not_resumed(clustered, monkeypatch):

@@ -32,6 +32,13 @@ def test_metric_and_cell_comparison_with_a_tolerance(tmp_path):
     (tmp_path / "r.csv").write_text("label,experiment,provenance\nA,e,x\n")
     assert compare_table_cells(tmp_path / "m.csv", tmp_path / "r.csv", ["e"]) == [
         "row 'e' column 'c/AP': '50.00' vs 'n/a'"]
+    # a column dropped by one table (no value in any of its rows) matches a marker cell only
+    (tmp_path / "m.csv").write_text("label,c/AP,n/AP,experiment,provenance\nA,50.0,\u2014,e,x\n")
+    (tmp_path / "r.csv").write_text("label,c/AP,experiment,provenance\nA,50.0,e,x\n")
+    assert compare_table_cells(tmp_path / "m.csv", tmp_path / "r.csv", ["e"]) == []
+    (tmp_path / "r.csv").write_text("label,c/AP,u/AP,experiment,provenance\nA,50.0,3.0,e,x\n")
+    assert compare_table_cells(tmp_path / "m.csv", tmp_path / "r.csv", ["e"]) == [
+        "row 'e' column 'u/AP': 'n/a' vs '3.0'"]
 
 
 @pytest.mark.slow

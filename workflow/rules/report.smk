@@ -6,33 +6,53 @@
 include: "report_common.smk"
 
 
+# First page of `snakemake --report`: what the workflow does and how to read the report.
+report: "../report/workflow.rst"
+
+
+from overlapseg.report.captions import caption_rows
+
+
+def table_caption_info(dataset, names):
+    """caption_info of a table (overlapseg.report.captions): the test dataset, its format and
+    split preset, and each row's training budget. Smoke-test rows: pass smoke= to caption_rows."""
+    ds = config["datasets"][dataset]
+    return {"dataset": dataset, "format": ds.get("format"),
+            "preset": (ds.get("splits") or {}).get("preset"),
+            "rows": caption_rows(STUDY.experiments, names)}
+
+
 rule report_table:
     input:
         metrics=lambda wc: STUDY.metrics_files(wc.dataset),
+        splits=lambda wc: paths.splits_file(wc.dataset),
     output:
+        _table("metrics", "csv"),
+        _table("metrics", "md"),
+        _table("metrics", "tex"),
         report(
-            _table("metrics", "csv"),
+            _table("metrics", "html"),
             caption="../report/metrics_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "metrics"},
         ),
-        _table("metrics", "md"),
-        _table("metrics", "tex"),
+        _table("pixel", "csv"),
+        _table("pixel", "md"),
+        _table("pixel", "tex"),
         report(
-            _table("pixel", "csv"),
+            _table("pixel", "html"),
             caption="../report/pixel_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "pixel"},
         ),
-        _table("pixel", "md"),
-        _table("pixel", "tex"),
     log:
         "logs/{dataset}/report_table.log",
     params:
         experiments=lambda wc: STUDY.experiments_on(wc.dataset),
         labels=lambda wc: STUDY.labels(STUDY.experiments_on(wc.dataset)),
+        caption=lambda wc: table_caption_info(wc.dataset, STUDY.experiments_on(wc.dataset)),
     threads: 1
     conda:
         CONDA_ENV
@@ -75,6 +95,7 @@ rule report_figures:
         "logs/{dataset}/report_figures.log",
     params:
         experiments=lambda wc: STUDY.figure_experiments(wc.dataset),
+        labels=lambda wc: STUDY.labels(STUDY.figure_experiments(wc.dataset)),
         n_images=config["report"]["qualitative_images"],
     threads: 1
     conda:
@@ -86,21 +107,24 @@ rule report_figures:
 rule study_table:
     input:
         metrics=lambda wc: STUDY.study_table_metrics(wc.dataset, wc.table),
+        splits=lambda wc: paths.splits_file(wc.dataset),
     output:
+        _table("study_{table}", "csv"),
+        _table("study_{table}", "md"),
+        _table("study_{table}", "tex"),
         report(
-            _table("study_{table}", "csv"),
+            _table("study_{table}", "html"),
             caption="../report/study_table.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "{table}"},
         ),
-        _table("study_{table}", "md"),
-        _table("study_{table}", "tex"),
     log:
         "logs/{dataset}/study_table_{table}.log",
     params:
         spec=lambda wc: STUDY.tables[wc.table],
         labels=lambda wc: STUDY.labels(STUDY.tables[wc.table]["experiments"]),
+        caption=lambda wc: table_caption_info(wc.dataset, STUDY.tables[wc.table]["experiments"]),
     threads: 1
     conda:
         CONDA_ENV

@@ -65,11 +65,33 @@ def write_quality(path, **kwargs) -> dict:
     return summary
 
 
+def _wrapped(text: str, width: int = 24) -> str:
+    """A panel title on lines of ``width`` characters: neighbouring titles never overlap."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text
+
+
+def with_instances(ds: CanonicalDataset, names: Sequence[str], n: int, category: str | None = None) -> list[str]:
+    """The first ``n`` of ``names`` that hold at least one instance (of ``category``), then, if
+    too few have any, the empty ones (their panels say so): a sample figure shows what the set
+    is made of, not blank tiles."""
+    names = list(names)
+    full = [nm for nm in names if ds.annotations(nm, category)]
+    return (full + [nm for nm in names if nm not in set(full)])[:n]
+
+
+def _no_instances(ax, what: str = "instances") -> None:
+    ax.text(0.5, 0.5, f"no {what}", transform=ax.transAxes, ha="center", va="center", fontsize=7,
+            color="white", bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
+
+
 def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, condition: str,
                         out_png, out_pdf, n: int = 3, boundary_width: int = 2,
                         category: str | None = None) -> None:
-    """Rows: real images with their conditions, generated images with theirs. With
-    ``category`` (generators of one category) the condition is that category's rendering."""
+    """Rows: real images with their conditions, generated images with theirs (images that hold
+    instances first, :func:`with_instances`). With ``category`` (generators of one category)
+    the condition is that category's rendering. Row names on the left, wrapped panel titles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,13 +100,17 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
     from overlapseg.data.preprocess import to_float_gray
 
     real_ds, synth_ds = CanonicalDataset(real_dir), CanonicalDataset(synth_dir)
-    rows = [("real", real_ds, list(real_names)[:n]), ("generated", synth_ds, synth_ds.names[:n])]
-    fig, axes = plt.subplots(2, 2 * n, figsize=(2.2 * 2 * n, 4.8), squeeze=False)
+    rows = [("real", real_ds, with_instances(real_ds, real_names, n, category)),
+            ("generated", synth_ds, with_instances(synth_ds, synth_ds.names, n, category))]
+    fig, axes = plt.subplots(2, 2 * n, figsize=(2.2 * 2 * n, 5.2), squeeze=False)
     for r, (kind, ds, names) in enumerate(rows):
         for c in range(n):
             ax_cond, ax_img = axes[r, 2 * c], axes[r, 2 * c + 1]
             for ax in (ax_cond, ax_img):
-                ax.axis("off")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
             if c >= len(names):
                 continue
             image = to_float_gray(ds.load_image(names[c]))
@@ -96,11 +122,17 @@ def side_by_side_figure(real_dir, real_names: Sequence[str], synth_dir, conditio
                                        ds.masks(names[c], "nucleus"), boundary_width)
             ax_cond.imshow(np.moveaxis(cond, 0, -1) if len(cond) == 3 else cond[0], cmap="gray",
                            vmin=0, vmax=1)
-            ax_cond.set_title(f"{kind}: condition", fontsize=7)
+            n_inst = len(ds.annotations(names[c], category))
+            what = f"{category} instance" if category else "instance"
+            ax_cond.set_title(_wrapped(f"condition ({n_inst} {what}{'' if n_inst == 1 else 's'})"), fontsize=7)
+            what += "s"
+            if not n_inst:
+                _no_instances(ax_cond, what)
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=1)
-            ax_img.set_title(f"{kind}: {names[c]}", fontsize=7)
-    fig.suptitle(f"{category} generator: real vs generated" if category else
-                 f"pix2pix ({condition} -> image): real vs generated", fontsize=9)
+            ax_img.set_title(_wrapped(names[c]), fontsize=7)
+        axes[r, 0].set_ylabel(kind, fontsize=9)
+    fig.suptitle(f"{category} generator: real (top) vs generated (bottom)" if category else
+                 f"pix2pix ({condition} -> image): real (top) vs generated (bottom)", fontsize=9)
     fig.tight_layout()
     from overlapseg.utils.io import atomic_path
 
@@ -162,12 +194,15 @@ def c2f_stages_figure(examples: Sequence[dict], out_png, out_pdf, category: str,
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(titles[c], fontsize=7)
+                ax.set_title(_wrapped(titles[c], 18), fontsize=7)
+        if not len(out["masks"]):  # nothing survived the cut: say so rather than show black tiles
+            for c in (4, 5):
+                _no_instances(axes[i, c], category)
         for (cy, cx), (h, w) in zip(out["centres"], out["sizes"]):
             axes[i, 1].add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, lw=0.6,
                                            edgecolor="cyan"))
-        axes[i, 0].set_ylabel(f"{len(out['points'])} points -> {len(out['centres'])} boxes -> "
-                              f"{len(out['masks'])} {category}", fontsize=6)
+        axes[i, 0].set_ylabel(_wrapped(f"{len(out['points'])} points -> {len(out['centres'])} boxes -> "
+                                       f"{len(out['masks'])} {category}", 22), fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     for path, kwargs in ((out_png, {"dpi": 120, "metadata": {"Software": None}}),

@@ -199,7 +199,7 @@ def format_audit(a: dict) -> str:
     add("cell", f"row {a['row']!r} x column {a['column']!r} = {c['value']}", ok.get("cell", ""))
     scale = "" if c["scale"] == 1 else f"{c['scale']:g} x "
     metric = "null" if c["metric"] is None else repr(c["metric"])
-    note = "" if c["status"] == "ok" else f"  (shown as n/a: {c['status']})"
+    note = "" if c["status"] == "ok" else f"  (shown as {c['value']}: {c['status']})"
     add("value", f"{scale}metrics[{c['key']}] = {metric}{note}")
     add("experiment", f"{a['experiment']}  provenance id {a['provenance_id']}")
     add("metrics", f"{ch['metrics']['path']}  sha256 {ch['metrics']['sha256']}", ok.get("metrics", ""))

@@ -6,6 +6,8 @@ metadata removed (and a fixed SVG hash salt) so reruns give identical files.
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -56,9 +58,20 @@ def draw_instances(ax, image: np.ndarray, anns: list[dict], title: str) -> None:
         if overlap.any():
             ax.contourf(overlap, levels=[0.5, 1.5], colors="none", hatches=["////"])
             ax.contour(overlap, levels=[0.5], colors="white", linewidths=0.4)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def image_title(gt: dict, img: dict, role: str = "test") -> str:
+    """``test image 3/7: train_009 (raw train subset)``: the image's role in this study's split
+    first, then its raw name; a raw name that starts with another subset's name (ingest keeps
+    the archive's own ``train``/``test`` file names) says so, so it is not read as a split."""
+    index = [i["id"] for i in gt["images"]].index(img["id"]) + 1
+    name = img["name"]
+    prefix = re.match(r"(train|test|val)(?=[_\-]?\d)", name)
+    raw = f" (raw {prefix.group(1)} subset)" if prefix and prefix.group(1) != role else ""
+    return f"{role} image {index}/{len(gt['images'])}: {name}{raw}"
 
 
 def pick_images(gt: dict, n: int) -> list[dict]:
@@ -73,8 +86,12 @@ def pick_images(gt: dict, n: int) -> list[dict]:
 
 def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
                        predictions: Sequence[str | os.PathLike], experiments: Sequence[str],
-                       stem: str | os.PathLike, n_images: int = 3, score_threshold: float = 0.5) -> list[Path]:
-    """Rows: images; columns: image | ground truth | each model (predictions with score >= threshold)."""
+                       stem: str | os.PathLike, n_images: int = 3, score_threshold: float = 0.5,
+                       labels: Sequence[str] | None = None) -> list[Path]:
+    """Rows: images; columns: image | ground truth | each model (predictions with score >= threshold).
+
+    Models are titled by ``labels`` (the tables' row names; default the experiment ids) and
+    images by their split role and raw name (:func:`image_title`)."""
     if len(predictions) != len(experiments):
         raise ValueError(f"{len(predictions)} prediction files for {len(experiments)} experiment names")
     gt = read_json(gt_json)
@@ -92,22 +109,38 @@ def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
     for r, img in enumerate(chosen):
         image = read_image(Path(data_dir) / "images" / img["file_name"])
         axes[r, 0].imshow(image, cmap="gray" if image.ndim == 2 else None)
-        axes[r, 0].set_title(img["name"], fontsize=8)
+        axes[r, 0].set_title(_wrap(image_title(gt, img)), fontsize=7)
         axes[r, 0].set_xticks([])
         axes[r, 0].set_yticks([])
         draw_instances(axes[r, 1], image, [a for a in gt["annotations"] if a["image_id"] == img["id"]],
                         "ground truth")
-        for c, (name, pr) in enumerate(zip(experiments, preds)):
+        for c, (name, pr) in enumerate(zip(_labels(experiments, labels), preds)):
             anns = sorted((a for a in pr if a["image_id"] == img["id"] and a["score"] >= score_threshold
                            and a["category_id"] in (1, 2)), key=lambda a: -a["score"])
-            draw_instances(axes[r, 2 + c], image, anns, f"{name} ({len(anns)} with score >= {score_threshold:g})")
+            draw_instances(axes[r, 2 + c], image, anns,
+                           _wrap(f"{name} ({len(anns)} with score >= {score_threshold:g})"))
     fig.suptitle("Contours coloured by instance; hatched: pixels covered by two or more cells", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
+def _labels(experiments: Sequence[str], labels: Sequence[str] | None) -> list[str]:
+    """Names the figures show: the tables' row labels when given, else the experiment ids."""
+    if labels is None:
+        return list(experiments)
+    if len(labels) != len(experiments):
+        raise ValueError(f"{len(labels)} labels for {len(experiments)} experiments")
+    return list(labels)
+
+
+def _wrap(title: str, width: int = 30) -> str:
+    """Panel titles on lines of ``width`` characters, so neighbouring titles never overlap."""
+    return "\n".join(textwrap.wrap(title, width)) or title
+
+
 def pr_figure(metrics: Sequence[dict], experiments: Sequence[str], stem: str | os.PathLike) -> list[Path]:
-    """Precision-recall curves (COCO interpolated, mask IoU 0.5 solid, 0.75 dashed) per category."""
+    """Precision-recall curves (COCO interpolated, mask IoU 0.5 solid, 0.75 dashed) per category;
+    ``experiments`` are the names shown in the legend (pass the labels)."""
     cats = [c for c in CATEGORY_ORDER if any(c in (m.get("curves") or {}) for m in metrics)]
     if not cats:
         raise ValueError("no precision-recall curves in the metrics files")
@@ -137,7 +170,8 @@ def pr_figure(metrics: Sequence[dict], experiments: Sequence[str], stem: str | o
 
 def ap_vs_overlap_figure(metrics: Sequence[dict], experiments: Sequence[str],
                          stem: str | os.PathLike) -> list[Path]:
-    """Grouped bars: mask AP per overlap-ratio bin, one panel per category (n instances in labels)."""
+    """Grouped bars: mask AP per overlap-ratio bin, one panel per category (n instances in labels);
+    ``experiments`` are the names shown in the legend (pass the labels)."""
     cats = [c for c in (*CATEGORY_ORDER, "mean") if any((m.get(c) or {}).get("by_overlap") for m in metrics)]
     if not cats:
         raise ValueError("no by_overlap results in the metrics files")
@@ -169,13 +203,16 @@ def ap_vs_overlap_figure(metrics: Sequence[dict], experiments: Sequence[str],
 
 
 def write_figures(data_dir, gt_json, predictions, metrics_paths, experiments, out_dir, dataset: str,
-                  n_images: int = 3, score_threshold: float = 0.5) -> list[Path]:
-    """The three report figures for one dataset: {dataset}_qualitative / _pr_curves / _ap_vs_overlap."""
+                  n_images: int = 3, score_threshold: float = 0.5,
+                  labels: Sequence[str] | None = None) -> list[Path]:
+    """The three report figures for one dataset: {dataset}_qualitative / _pr_curves / _ap_vs_overlap.
+    Models are named by ``labels`` (the tables' row names) when given, else by experiment id."""
     metrics = [read_json(p) for p in metrics_paths]
     if len(metrics) != len(experiments):
         raise ValueError(f"{len(metrics)} metrics files for {len(experiments)} experiment names")
+    names = _labels(experiments, labels)
     out_dir = Path(out_dir)
     return (qualitative_figure(data_dir, gt_json, predictions, experiments, out_dir / f"{dataset}_qualitative",
-                               n_images, score_threshold)
-            + pr_figure(metrics, experiments, out_dir / f"{dataset}_pr_curves")
-            + ap_vs_overlap_figure(metrics, experiments, out_dir / f"{dataset}_ap_vs_overlap"))
+                               n_images, score_threshold, labels=names)
+            + pr_figure(metrics, names, out_dir / f"{dataset}_pr_curves")
+            + ap_vs_overlap_figure(metrics, names, out_dir / f"{dataset}_ap_vs_overlap"))

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from overlapseg.report.captions import table_caption
 from overlapseg.report.tables import Table, metrics_table, pixel_table, write_table
 from overlapseg.utils.io import read_json
 
@@ -36,6 +37,10 @@ def build_table(spec: dict, metrics: Sequence, experiments: Sequence[str],
 
 def write_study_table(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence[str],
                       stem: str | os.PathLike, title: str = "", labels: Sequence[str] | None = None,
-                      **spec) -> list[Path]:
+                      caption_info: dict | None = None, **spec) -> list[Path]:
+    """``stem``.csv/.md/.tex/.html of one study table; the caption (Markdown, LaTeX, HTML) from
+    ``title`` and ``caption_info`` (:mod:`overlapseg.report.captions`: dataset, splits file,
+    split preset, per-row budgets, notes)."""
     metrics = [read_json(p) for p in metrics_paths]
-    return write_table(study_table(metrics, experiments, labels=labels, **spec), stem, title)
+    table = study_table(metrics, experiments, labels=labels, **spec)
+    return write_table(table, stem, table_caption(title, table, caption_info))
