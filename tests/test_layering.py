@@ -23,7 +23,7 @@ ALLOWED["report"] = set(_BELOW)
 ALLOWED["provenance"] = set(_BELOW) | {"report"}  # table provenance rebuilds the tables
 ALLOWED["verify"] = set(_BELOW) | {"report", "provenance"}
 ALLOWED["study"] = set(_BELOW) | {"report", "provenance"}  # the workflow's view of everything below
-ALLOWED["segment"] = set(_BELOW) | {"report"}  # applies trained models, writes lab formats
+ALLOWED["segment"] = set(_BELOW) | {"report", "provenance"}  # applies trained models, writes lab formats
 ALLOWED["cli"] = set(ALLOWED) | {"report", "provenance", "verify", "study", "segment"}  # sees all
 ALLOWED["__init__"] = set()
 

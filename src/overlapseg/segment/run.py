@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from overlapseg.cli import error_line
+from overlapseg.utils.cli import error_line
 from overlapseg.segment import export
 from overlapseg.segment.images import ImageSource, image_sources, read_source
 from overlapseg.utils.io import sha256_file, write_json
