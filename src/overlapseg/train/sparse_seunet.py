@@ -64,6 +64,7 @@ class SparseSEUNetTrainer(SEUNetTrainer):
                     "n_instances": 8, "inst_dim": 8, "mask_dim": 8, "branch_convs": 1,
                     "lr": 1e-3, "tile": 48, "stride": 24}
     INFERENCE_KEYS = ("tile", "stride", "mask_threshold", "score_threshold")
+    SEMANTIC_FROM_INSTANCES = True
 
     @classmethod
     def validate_params(cls, p: dict) -> None:
