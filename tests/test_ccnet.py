@@ -6,7 +6,8 @@ import torchvision
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.ccnet import (CC_DEFAULTS, LOSS_NAMES, CoordinateAttention, boundary_targets,
-                                     build_ccnet, mask_boxes)
+                                     build_ccnet, jitter_boxes, mask_boxes,
+                                     penalty_reduced_focal_loss)
 
 torch.set_num_threads(1)
 
@@ -347,3 +348,92 @@ def test_box_expansion_and_mask_refits_apply_per_class():
         build_ccnet({**TINY, "box_expand": [1.2, 1.0, 1.0]})
     with pytest.raises(ValueError, match="box_expand"):
         build_ccnet({**TINY, "box_expand": 0.5})
+
+
+# ----------------------------------------------------------------------------- focal loss, jitter
+def test_focal_loss_on_a_known_map():
+    """CornerNet's loss by hand: p = (0.5, 0.5, 0.25), one positive, g = (1, 0.5, 0)."""
+    logits = torch.tensor([0.0, 0.0, math.log(1 / 3)])
+    target = torch.tensor([1.0, 0.0, 0.0])
+    gaussian = torch.tensor([1.0, 0.5, 0.0])
+    positive = 0.5 ** 2 * math.log(2)                     # (1 - p)^2 (-log p)
+    near = (1 - 0.5) ** 4 * 0.5 ** 2 * math.log(2)        # (1 - g)^4 p^2 (-log(1 - p))
+    far = 1.0 * 0.25 ** 2 * -math.log(0.75)
+    expected = (positive + near + far) / 1                # one positive
+    assert penalty_reduced_focal_loss(logits, target, gaussian).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.2021, abs=1e-4)
+    # two positives halve the sum's normaliser; no positive divides by 1
+    two = penalty_reduced_focal_loss(logits, torch.tensor([1.0, 1.0, 0.0]), gaussian)
+    assert two.item() == pytest.approx((2 * positive + far) / 2, rel=1e-6)
+    assert penalty_reduced_focal_loss(logits, torch.zeros(3), torch.zeros(3)).item() == \
+        pytest.approx(2 * 0.25 * math.log(2) + far, rel=1e-6)
+
+
+def test_gaussian_target_peaks_at_the_keypoint():
+    t = kp.keypoint_targets(torch.tensor([[8., 8, 25, 25]]), torch.tensor([1]), 1, (8, 8), 4, radius=2)
+    g = t["gaussian"][0, 0]                       # top-left keypoint at (8, 8) px = cell (2, 2)
+    assert g[2, 2] == 1.0 and g.max() == 1.0
+    assert g[2, 5].item() == pytest.approx(math.exp(-9 / 8), rel=1e-6)   # 3 cells away, sigma 2
+    assert torch.all((t["heatmap"] == 1) <= (t["gaussian"] > 0.3))
+
+
+def test_heatmap_loss_choice():
+    torch.manual_seed(0)
+    images, targets = _batch()
+    focal = build_ccnet(TINY).train()(images, targets)["loss_heatmap"]
+    torch.manual_seed(0)
+    bce = build_ccnet({**TINY, "heatmap_loss": "bce"}).train()(images, targets)["loss_heatmap"]
+    assert CC_DEFAULTS["heatmap_loss"] == "focal"
+    assert focal.item() != pytest.approx(bce.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="heatmap_loss"):
+        build_ccnet({**TINY, "heatmap_loss": "mse"})
+
+
+def test_jitter_stays_within_its_bounds():
+    boxes = torch.tensor([[100.0, 100, 140, 160]]).repeat(500, 1)
+    torch.manual_seed(0)
+    out = jitter_boxes(boxes, (-0.21, 0.17), 0.17)
+    size, new_size = boxes[:, 2:] - boxes[:, :2], out[:, 2:] - out[:, :2]
+    ratio = new_size / size
+    assert ratio.min() >= 0.79 - 1e-6 and ratio.max() <= 1.17 + 1e-6
+    assert ratio.min() < 0.82 and ratio.max() > 1.14                 # the whole range is used
+    shift = ((out[:, 2:] + out[:, :2]) - (boxes[:, 2:] + boxes[:, :2])) / 2 / size
+    assert shift.abs().max() <= 0.17 + 1e-6 and shift.abs().max() > 0.15
+    torch.manual_seed(0)
+    assert torch.equal(jitter_boxes(boxes, (-0.21, 0.17), 0.17), out)    # seeded: reproducible
+    assert torch.equal(jitter_boxes(boxes, (0.0, 0.0), 0.0), boxes)
+    clipped = jitter_boxes(torch.tensor([[0.0, 0, 30, 20]]).repeat(50, 1), (0.0, 0.17), 0.17, (20, 30))
+    assert clipped[:, :2].min() >= 0 and clipped[:, 2].max() <= 30 and clipped[:, 3].max() <= 20
+    with pytest.raises(ValueError, match="jitter"):
+        jitter_boxes(boxes, (0.2, -0.2), 0.1)
+
+
+def test_cacs_trains_on_jittered_ground_truth_boxes():
+    """The boxes CACS crops in training are the ground-truth boxes moved within the jitter."""
+    torch.manual_seed(0)
+    model = build_ccnet(TINY).train()
+    images, targets = _batch()
+    seen = []
+    original = model.cacs.roi_features
+    model.cacs.roi_features = lambda features, boxes: (seen.append([b.clone() for b in boxes]),
+                                                       original(features, boxes))[1]
+    model(images, targets)
+    (boxes,) = seen
+    for got, t in zip(boxes, targets):
+        gt = t["boxes"]
+        assert not torch.equal(got, gt)
+        size = gt[:, 2:] - gt[:, :2]
+        ratio = (got[:, 2:] - got[:, :2]) / size
+        shift = ((got[:, 2:] + got[:, :2]) - (gt[:, 2:] + gt[:, :2])) / 2 / size
+        clipped = (got[:, 0] == 0) | (got[:, 1] == 0) | (got[:, 2] == 90) | (got[:, 3] == 66)
+        ok = ~clipped
+        assert ok.sum() >= 2
+        assert ratio[ok].min() >= 0.79 - 1e-5 and ratio[ok].max() <= 1.17 + 1e-5
+        assert shift[ok].abs().max() <= 0.17 + 1e-5
+    seen.clear()
+    torch.manual_seed(0)
+    exact = build_ccnet({**TINY, "cacs_jitter_scale": [0, 0], "cacs_jitter_shift": 0}).train()
+    exact_roi = exact.cacs.roi_features
+    exact.cacs.roi_features = lambda features, boxes: (seen.append(boxes), exact_roi(features, boxes))[1]
+    exact(images, targets)
+    assert all(torch.equal(b, t["boxes"]) for b, t in zip(seen[0], targets))

@@ -65,13 +65,29 @@ def test_decomposition_targets_only_count_instances_of_the_same_class():
     assert empty[0].shape == (0, 8, 8)
 
 
-def test_merge_regions_is_a_soft_exclusive_or():
-    big = torch.tensor([20.0, 20.0, -20.0, -20.0])
-    other = torch.tensor([20.0, -20.0, 20.0, -20.0])
-    assert torch.allclose(merge_regions(big, other), torch.tensor([0.0, 1.0, 1.0, 0.0]), atol=1e-6)
-    assert torch.allclose(merge_regions(torch.zeros(1), torch.zeros(1)), torch.tensor([0.5]))
+def test_merge_regions_is_the_binarised_exclusive_or():
+    """The authors' Mergence Unit: sub-regions binarised at sigmoid > 0.5, then XOR."""
+    big = torch.tensor([20.0, 0.3, -20.0, -0.1, 0.2])
+    other = torch.tensor([20.0, -0.3, 0.4, -20.0, 0.0])
+    assert torch.equal(merge_regions(big, other), torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0]))
     empty = torch.zeros((0, 28, 28), requires_grad=True)
     assert consistency_loss(empty, empty, empty).item() == 0
+
+
+def test_consistency_loss_value_on_a_known_target():
+    # o > 0 xor m > 0 gives target [1, 0]; BCE(logit 0 -> 0.5, 1) = BCE(logit 0, 0) = log 2,
+    # a soft XOR target (0.5 + 0.5 - 2 * 0.25 = 0.5 at logit 0) would give other values
+    rec = torch.tensor([[0.0, 2.0]])
+    o, m = torch.tensor([[1.0, 1.0]]), torch.tensor([[-1.0, 3.0]])
+    expected = (torch.log(torch.tensor(2.0)) + torch.nn.functional.softplus(torch.tensor(2.0))) / 2
+    assert consistency_loss(rec, o, m).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_consistency_weight_defaults_to_the_authors_value():
+    # DeepDoNet/DoNet roi_heads.py: loss_triple_branch_consistency = BCE(...) * 0.00125
+    assert DONET_DEFAULTS["lambda_cons"] == 0.00125
+    assert donet_options({})["lambda_cons"] == 0.00125
+    assert donet_options({"lambda_cons": 0.5})["lambda_cons"] == 0.5
 
 
 def test_consistency_loss_trains_the_recombined_mask_only():
@@ -167,7 +183,7 @@ def test_each_switch_adds_exactly_its_loss_terms(ablation_losses):
 
 def test_lambdas_scale_only_their_terms():
     full = ABLATIONS["drm_crm"]
-    base = train_step(build(full))
+    base = train_step(build(full, lambda_cons=1.0))
     scaled = train_step(build(full, lambda_dec=2.0, lambda_rmask=3.0, lambda_cons=0.5))
     factor = {"loss_intersection": 2.0, "loss_complement": 2.0, "loss_recombined": 3.0,
               "loss_consistency": 0.5}

@@ -14,7 +14,7 @@ from overlapseg.evaluate.families import DETECTION_KEYS, ISBI_KEYS
 from overlapseg.evaluate.matching import DetectionCounts
 from overlapseg.evaluate.toy import toy_case
 
-KW = dict(score_threshold=0.4, isbi_criterion="dice")
+KW = dict(score_threshold=0.4, isbi_criterion="dice", fixed_threshold=0.5)
 
 
 @pytest.fixture(scope="module")

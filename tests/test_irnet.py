@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from overlapseg.models.irnet import (IRNET_ABLATIONS, IRNET_DEFAULTS, DuplicateRemovalModule,
-                                     InstanceRelationModule, build_irnet, duplicate_labels,
-                                     instance_relation_matrix, irnet_options, top_k_relation_mask)
+                                     InstanceRelationModule, build_irnet, drm_positive_weight,
+                                     duplicate_labels, instance_relation_matrix, irnet_options,
+                                     top_k_relation_mask)
 from overlapseg.models.maskrcnn import MASKRCNN_DEFAULTS, build_maskrcnn
 
 torch.set_num_threads(1)
@@ -73,6 +74,28 @@ def test_relation_matrix_is_row_stochastic_within_each_image():
     same = image[:, None] == image[None, :]
     assert torch.all(d[~same] == 0) and torch.all(d[same] > 0)
     assert d[3, 3] == 1.0  # an instance alone in its image only relates to itself
+
+
+def test_relation_matrix_is_block_diagonal_by_class():
+    """IRNet's class-specific instance association: cells relate to cells, nuclei to nuclei."""
+    fused = torch.randn(5, 16, 14, 14, generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([1, 2, 1, 2, 1])
+    d = instance_relation_matrix(fused, [5], groups=16, labels=labels)
+    same = labels[:, None] == labels[None, :]
+    assert torch.all(d[~same] == 0) and torch.all(d[same] > 0)
+    assert torch.allclose(d.sum(1), torch.ones(5))
+    # the IRM passes the instances' classes: a nucleus' features do not reach a cell
+    torch.manual_seed(0)
+    irm = InstanceRelationModule(16, num_classes=3)
+    with torch.no_grad():
+        irm.gamma.fill_(1.0)
+    deep, masks = torch.randn(5, 16, 14, 14), torch.randn(5, 3, 28, 28)
+    out = irm(deep, masks, labels, [5])
+    deep2 = deep.clone()
+    deep2[1] += 5.0                            # change a nucleus
+    out2 = irm(deep2, masks, labels, [5])
+    assert torch.equal(out[labels == 1], out2[labels == 1])
+    assert not torch.equal(out[1], out2[1])
 
 
 def test_relation_matrix_averages_group_associations():
@@ -150,6 +173,43 @@ def test_drm_attention_is_sparse():
     assert drm(features, boxes, scores, labels).shape == (4,)
 
 
+def test_drm_relation_is_block_diagonal_by_class():
+    torch.manual_seed(0)
+    drm = DuplicateRemovalModule(8, 3, dim=16, heads=4, top_k=40)
+    features = torch.randn(5, 8)
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 6, 6], [3, 0, 12, 9],
+                          [0, 1, 9, 12.]])
+    scores, labels = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5]), torch.tensor([1, 2, 1, 2, 1])
+    _, weights, _ = drm.embed_and_relate(features, boxes, scores, labels)
+    same = labels[:, None] == labels[None, :]
+    assert torch.all(weights[:, ~same] == 0) and torch.all(weights[:, same] > 0)
+    assert torch.allclose(weights.sum(-1), torch.ones(4, 5))
+    # a nucleus' appearance changes no cell's correct-logit
+    moved = features.clone()
+    moved[1] += 3.0
+    a, b = drm(features, boxes, scores, labels), drm(moved, boxes, scores, labels)
+    assert torch.equal(a[labels == 1], b[labels == 1]) and a[1] != b[1]
+    # the switch restores one relation over both classes
+    drm.class_specific = False
+    _, weights, _ = drm.embed_and_relate(features, boxes, scores, labels)
+    assert torch.all(weights > 0)
+
+
+def test_drm_bce_is_balanced_for_few_positives():
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert drm_positive_weight(labels, "balanced").item() == 3.0
+    assert drm_positive_weight(torch.zeros(4), "balanced").item() == 1.0   # no positives
+    assert drm_positive_weight(torch.ones(4), "balanced").item() == 1.0    # no negatives
+    assert drm_positive_weight(labels, 2.5).item() == 2.5
+    # an all-"duplicate" answer no longer nearly minimises the loss: one positive weighs three
+    logits = torch.full((4,), -3.0)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, labels, pos_weight=drm_positive_weight(labels, "balanced"))
+    expected = (3 * torch.nn.functional.softplus(torch.tensor(3.0))
+                + 3 * torch.nn.functional.softplus(torch.tensor(-3.0))) / 4
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_duplicate_labels_hand_made_case():
     gt_boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=torch.float32)
     gt_labels = torch.tensor([1, 2])
@@ -224,6 +284,37 @@ def test_both_modules_off_is_exactly_mask_rcnn(batch):
         assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores", "masks"))
 
 
+def test_drm_trains_on_rpn_proposals_without_ground_truth_boxes(batch):
+    """The DRM ranks the RPN's proposals at test; in training it must see the same kind of
+    candidates, not the sampled RoIs with torchvision's appended ground-truth boxes."""
+    model = build(irm=False)
+    seen, rpn_out = {}, {}
+    heads = model.roi_heads
+    original = heads.drm_candidates
+
+    def spy(class_logits, box_regression, proposals, image_shapes):
+        seen["proposals"] = [p.clone() for p in proposals]
+        out = original(class_logits, box_regression, proposals, image_shapes)
+        seen["sources"] = [torch.cat(proposals)[c[3]] for c in out]
+        return out
+
+    heads.drm_candidates = spy
+    def keep_rpn_output(module, inputs, output):
+        rpn_out["p"] = [p.clone() for p in output[0]]
+
+    model.rpn.register_forward_hook(keep_rpn_output)
+    losses = train_losses(model, batch)
+    assert torch.isfinite(losses["loss_drm"])
+    _, targets = batch
+    for props, rpn, t in zip(seen["proposals"], rpn_out["p"], targets):
+        assert torch.equal(props, rpn)               # all RPN proposals, none added, none dropped
+        is_gt = (props[:, None, :] == t["boxes"][None]).all(-1).any(1)
+        assert not is_gt.any()
+    for sources, t in zip(seen["sources"], targets):
+        assert len(sources) > 0
+        assert not (sources[:, None, :] == t["boxes"][None]).all(-1).any()
+
+
 def test_alpha_beta_weight_only_their_losses(batch):
     plain = train_losses(build(), batch)
     weighted = train_losses(build(alpha=2.0, beta=3.0), batch)
@@ -282,6 +373,10 @@ def test_params_are_validated(batch):
     assert default_head.roi_heads.box_head.fc7.out_features == MASKRCNN_DEFAULTS["box_head_dim"]
     with pytest.raises(ValueError, match="true or false"):
         irnet_options({"drm": "yes"})
+    with pytest.raises(ValueError, match="drm_pos_weight"):
+        irnet_options({"drm_pos_weight": "auto"})
+    with pytest.raises(ValueError, match="drm_class_specific"):
+        irnet_options({"drm_class_specific": 1})
     with pytest.raises(ValueError, match="divisible"):
         build_irnet({**TINY, "mask_head_channels": 24})
     with pytest.raises(ValueError, match="alpha"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seunet,
-                                             candidate_scores, core_ranges, match_instances,
+                                             candidate_scores, coordinates, core_ranges,
+                                             match_instances,
                                              matching_score, mask_iou, normalise_activation_maps,
                                              overlap_targets, predict_instances, sparse_losses,
                                              sparse_params)
@@ -267,7 +268,7 @@ class GreyLevelModel(torch.nn.Module):
         super().__init__()
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, x):
+    def forward(self, x, origin=None):
         levels = torch.tensor(self.LEVELS)[None, :, None, None]
         masks = torch.where((x - levels).abs() < 0.01, 10.0, -10.0)
         logits = torch.tensor([4.0, -4.0]).expand(x.shape[0], len(self.LEVELS), 2)
@@ -316,3 +317,60 @@ def test_training_is_bitwise_reproducible():
     (la, pa), (lb, pb) = runs
     assert all(torch.equal(la[k], lb[k]) for k in la)
     assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+
+
+# ----------------------------------------------------------------------------- coordinates
+def test_a_crop_and_the_same_region_of_a_tile_get_identical_coordinates():
+    tile = torch.zeros(1, 3, 256, 256)
+    crop = tile[:, :, 64:192, 96:224]               # a 128 px crop at (y, x) = (64, 96)
+    for stride in (1, 2, 4):                        # the branch inputs of every decoder level
+        t = coordinates(tile[..., ::stride, ::stride], 128, torch.tensor([[0.0, 0.0]]), stride)
+        c = coordinates(crop[..., ::stride, ::stride], 128, torch.tensor([[64.0, 96.0]]), stride)
+        assert torch.equal(c, t[:, :, 64 // stride:192 // stride, 96 // stride:224 // stride])
+    # a crop at the image origin spans [-1, 1] (within half a pixel) in the crop's unit
+    c0 = coordinates(crop, 128)
+    assert c0.min() == pytest.approx(-1 + 1 / 128) and c0.max() == pytest.approx(1 - 1 / 128)
+    # one pixel is one pixel: per-input normalisation would squeeze the tile into [-1, 1]
+    t = coordinates(tile, 128)
+    assert (t[0, 0, 0, 1] - t[0, 0, 0, 0]).item() == pytest.approx(2 / 128)
+    legacy = coordinates(tile)
+    assert legacy.min() == -1 and legacy.max() == 1
+
+
+def test_the_model_sees_the_same_coordinates_in_a_crop_and_in_a_tile(monkeypatch):
+    """Every branch input's coordinates for a crop equal the tile's over the same pixels."""
+    import overlapseg.models.sparse_seunet as sparse
+    from overlapseg.models.sparse_seunet import coordinate_unit
+    assert coordinate_unit({"coord_unit": None, "crop": 192}) == 192.0   # default: the crop
+    assert coordinate_unit({"coord_unit": 0, "crop": 192}) is None
+    model, p = tiny_model(coord_unit=32, multi_level=True)
+    seen = []
+    monkeypatch.setattr(sparse, "coordinates",
+                        lambda *a, **k: seen.append(coordinates(*a, **k)) or seen[-1])
+    x = torch.rand(1, 1, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        tile_coords = list(seen)
+        seen.clear()
+        model(x[..., 16:48, 32:64], origin=torch.tensor([[16.0, 32.0]]))
+    assert len(seen) == len(tile_coords) == 3          # bottleneck + two decoder levels
+    for t, c in zip(tile_coords, seen):
+        s = 64 // t.shape[-1]
+        assert torch.equal(c, t[..., 16 // s:48 // s, 32 // s:64 // s])
+
+
+def test_trainer_batches_carry_crop_origins():
+    from overlapseg.train.seunet import random_crop_at
+    stack = np.arange(2 * 40 * 50, dtype=np.float32).reshape(2, 40, 50)
+    window, (y, x) = random_crop_at(stack, 16, np.random.default_rng(0))
+    assert np.array_equal(window, stack[:, y:y + 16, x:x + 16])
+    small = stack[:, :10, :12]
+    window, (y, x) = random_crop_at(small, 16, np.random.default_rng(0))
+    assert window.shape == (2, 16, 16) and (y, x) == (-3, -2)   # reflect padding 3 + 3, 2 + 2
+    assert np.array_equal(window[:, 3:13, 2:14], small)
+    assert sparse_params({"coord_unit": 0})["coord_unit"] == 0
+    with pytest.raises(ValueError, match="coord_unit"):
+        sparse_params({"coord_unit": -4})
+    model, _ = tiny_model(coord_unit=0)
+    assert model.coord_unit is None            # 0: SparseInst's per-input coordinates

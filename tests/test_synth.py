@@ -118,6 +118,23 @@ def test_pools_and_provenance(dataset, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_few_but_heavily_overlapping_cells_are_not_discrete(tmp_path):
+    """Three cells that cover each other are a clump: the discrete pool needs few cells *and*
+    little overlap (CC framework's isolated-cell pool)."""
+    from overlapseg.synth.sources import is_discrete
+    three = flat_sample("three", [(30, 30), (30, 34), (34, 32)], r=8)
+    cells = cells_of(three)
+    assert len(cells) == 3 and overlap_ratio(cells) > 0.5
+    assert not is_discrete(cells, max_cells=3, max_overlap=0.1)
+    many_apart = cells_of(flat_sample("apart", [(10, 10), (10, 50), (50, 10), (50, 50)], r=6))
+    assert not is_discrete(many_apart, max_cells=3, max_overlap=0.1)   # too many cells
+    assert is_discrete(many_apart[:2], max_cells=3, max_overlap=0.1)
+    ds = CanonicalDataset(write_canonical_dataset(
+        [three, flat_sample("one", [(20, 20)])], tmp_path / "d"))
+    assert select_pool(ds, ds.names, "discrete") == ["one"]
+    assert select_pool(ds, ds.names, "aggregated") == ["three"]
+
+
 def _read_all(path):
     ds = CanonicalDataset(path)
     return (path / "annotations.json").read_bytes(), [ds.load_image(n).tobytes() for n in ds.names]

@@ -18,9 +18,10 @@ def disc(shape, cy, cx, r):
 
 
 def write(root, n_cells_per_image, gap):
-    """Images with ``n`` cells each; ``gap`` < 0 makes neighbours overlap."""
+    """Images with ``n`` cells each; ``gap`` (one, or one per image) < 0 makes neighbours overlap."""
     samples = []
-    for i, n in enumerate(n_cells_per_image):
+    gaps = gap if isinstance(gap, (list, tuple)) else [gap] * len(n_cells_per_image)
+    for i, (n, gap) in enumerate(zip(n_cells_per_image, gaps)):
         shape = (48, 96)
         image = np.full(shape, 220, np.uint8)
         instances = []
@@ -35,7 +36,7 @@ def write(root, n_cells_per_image, gap):
 @pytest.fixture
 def clustered(tmp_path):
     """img0, img1: two separate cells (discrete); img2, img3: four overlapping ones."""
-    data = write(tmp_path / "data", [2, 2, 4, 4], gap=-8)
+    data = write(tmp_path / "data", [2, 2, 4, 4], gap=[10, 10, -8, -8])
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps({"train": ["img0", "img1", "img2", "img3"], "val": [], "test": []}))
     return data, splits

@@ -124,3 +124,29 @@ def test_confident_plateau_splits_halfway_between_markers():
     for row in range(5, 35):
         boundary = np.nonzero(labels[row] == right)[0].min()
         assert abs(boundary - 40) <= 2, (row, boundary)
+
+
+def test_four_head_predictions_put_the_border_head_into_the_watershed():
+    """The trainer's instance path (thesis Table 5.7 "SEU-Net + watershed", 4-head model): the
+    border head's probabilities steer the split; a 2-head model splits halfway."""
+    from overlapseg.models.seunet import head_names
+    from overlapseg.train.seunet import SEUNET_DEFAULTS, instances_from_probabilities
+    shape = (40, 80)
+    cyto = np.zeros(shape, np.float32)
+    cyto[5:35, 5:75] = 0.9
+    nuc = np.zeros(shape, np.float32)
+    nuc[18:22, 10:14] = 1
+    nuc[18:22, 66:70] = 1
+    border = np.zeros(shape, np.float32)
+    border[:, 25] = 1.0
+    planes = {"cytoplasm": cyto, "nucleus": nuc, "border": border, "background": 1 - cyto}
+    params = {**SEUNET_DEFAULTS, "watershed": {**SEUNET_DEFAULTS["watershed"], "min_size": 10}}
+
+    def cell_at(results, y, x):
+        cells = [decode_segmentation(r["segmentation"], *shape) for r in results if r["category_id"] == 1]
+        return next(k for k, m in enumerate(cells) if m[y, x])
+
+    four = instances_from_probabilities({h: planes[h] for h in head_names("4-head")}, 1, params)
+    two = instances_from_probabilities({h: planes[h] for h in head_names("2-head")}, 1, params)
+    assert cell_at(four, 20, 20) == cell_at(four, 20, 12) != cell_at(four, 20, 30)
+    assert cell_at(two, 20, 30) == cell_at(two, 20, 12)       # no border: split near x = 40

@@ -36,11 +36,20 @@ class EvalOptions:
     overlap_bins: tuple[tuple[float, float], ...] = DEFAULT_BINS
     border_width: int = 2
     boundary_dilation: float = 0.02
-    score_threshold: float = 0.5
+    score_threshold: float | dict = 0.5  # one for all categories, or {category name: threshold}
     isbi_threshold: float = 0.7
     isbi_criterion: str = "iou"
     error_min_dice: float = 0.5
     max_detections: int | None = None  # COCOeval's per-image limit; None: follow the data
+    semantic_from_predictions: bool = False  # pixel maps from the kept predictions, not files
+    fixed_threshold: float | None = None  # secondary hard metrics at this threshold (None: none)
+    threshold_source: str = "fixed"  # where score_threshold comes from ("validation", ...)
+    threshold_selection: dict | None = None  # criterion and validation values behind it
+
+    def threshold(self, category: str) -> float:
+        """The score threshold of ``category``."""
+        t = self.score_threshold
+        return float(t[category]) if isinstance(t, dict) else float(t)
 
     @property
     def bin_labels(self) -> list[str]:
@@ -83,7 +92,9 @@ class EvalContext:
               overlap_bins: Sequence[Sequence[float]] = DEFAULT_BINS, border_width: int = 2,
               boundary_dilation: float = 0.02, score_threshold: float = 0.5,
               isbi_threshold: float = 0.7, isbi_criterion: str = "iou",
-              error_min_dice: float = 0.5, max_detections: int | None = None) -> "EvalContext":
+              error_min_dice: float = 0.5, max_detections: int | None = None,
+              semantic_from_predictions: bool = False, fixed_threshold: float | None = None,
+              threshold_source: str = "fixed", threshold_selection: dict | None = None) -> "EvalContext":
         """Validate options (before reading any file), then load ``gt_json``/``pred_json``."""
         if max_detections is not None and (isinstance(max_detections, bool) or not isinstance(
                 max_detections, int) or max_detections < 1):
@@ -94,13 +105,26 @@ class EvalContext:
             raise ValueError(f"isbi_criterion must be 'dice' or 'iou', got {isbi_criterion!r}")
         if not categories:
             raise ValueError("at least one category is needed")
+        if isinstance(score_threshold, dict):
+            missing = [c for c in categories if c not in score_threshold]
+            if missing:
+                raise ValueError(f"score_threshold has no value for categories {missing}")
+            score_threshold = {c: float(score_threshold[c]) for c in categories}
+        elif isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
+            raise ValueError(f"score_threshold must be a number or {{category: number}}, got {score_threshold!r}")
         options = EvalOptions(
             categories=tuple(categories), iou_type=iou_type, semantic_dir=semantic_dir,
             overlap_bins=tuple(check_bins(overlap_bins)), border_width=border_width,
             boundary_dilation=boundary_dilation, score_threshold=score_threshold,
             isbi_threshold=isbi_threshold, isbi_criterion=isbi_criterion, error_min_dice=error_min_dice,
-            max_detections=max_detections)
+            max_detections=max_detections, semantic_from_predictions=semantic_from_predictions,
+            fixed_threshold=None if fixed_threshold is None else float(fixed_threshold),
+            threshold_source=threshold_source, threshold_selection=threshold_selection)
         return cls(load_inputs(gt_json, pred_json), options)
+
+    def threshold(self, cat_id: int) -> float:
+        """The score threshold of the category with id ``cat_id``."""
+        return self.options.threshold(self.categories[self.cat_ids.index(cat_id)])
 
     # ------------------------------------------------------------------ COCOeval runs
     @cached_property
@@ -166,10 +190,10 @@ class EvalContext:
     @cached_property
     def image_categories(self) -> list[ImageCategory]:
         """One record per (image, category), image-major in gt order, categories as requested."""
-        thr = self.options.score_threshold
         out = []
         for img in self.inputs.images:
             for c in self.cat_ids:
+                thr = self.threshold(c)
                 gts, dts = self.inputs.gts(img["id"], c), self.inputs.dts(img["id"], c)
                 table_all = pair_table([a["segmentation"] for a in gts], [a["segmentation"] for a in dts])
                 keep = np.array([a["score"] >= thr for a in dts], dtype=bool)

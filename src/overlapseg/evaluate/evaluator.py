@@ -13,7 +13,12 @@
 
 Undefined values are ``None`` (JSON null), never 0. Ranked metrics (AP family) use all
 predictions with their scores; "hard" metrics (AJI, Dice, F1, ISBI, pixel/instance seg F1)
-use predictions with score >= ``score_threshold``. See docs/evaluation.md for definitions.
+use predictions with score >= ``score_threshold``: a number, one per category, or
+``"validation"``: per category the threshold that maximises F1 (or AJI) on the validation
+split's predictions (:mod:`overlapseg.evaluate.thresholds`), recorded under ``params``
+(``score_threshold``, ``threshold_source``, ``threshold_selection``), with the hard metrics
+at the fixed threshold as a secondary block ``at_fixed_threshold``. See docs/evaluation.md
+for definitions.
 
 Composition: each metric family is one function ``family(ctx) -> dict`` in
 ``evaluate/families.py``; ``METRIC_FAMILIES`` lists them in output order and ``evaluate``
@@ -28,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 from overlapseg.evaluate.context import EvalContext
 from overlapseg.evaluate.families import METRIC_FAMILIES, TP_BOUNDARY_THRESHOLDS, MetricFamily
+from overlapseg.evaluate.thresholds import select_score_thresholds
 from overlapseg.evaluate.overlap import DEFAULT_BINS
 from overlapseg.utils.io import write_json
 
@@ -41,10 +47,12 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "boundary_AP",
 def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytoplasm", "nucleus"),
              iou_type: str = "segm", semantic_dir: str | os.PathLike | None = None,
              overlap_bins: Sequence[Sequence[float]] = DEFAULT_BINS, border_width: int = 2,
-             boundary_dilation: float = 0.02, score_threshold: float = 0.5,
+             boundary_dilation: float = 0.02, score_threshold: float | dict | str = 0.5,
              isbi_threshold: float = 0.7, isbi_criterion: str = "iou",
              error_min_dice: float = 0.5, max_detections: int | None = None,
-             families: Sequence[MetricFamily] | None = None) -> dict:
+             families: Sequence[MetricFamily] | None = None, val_gt_json: Any = None,
+             val_pred_json: Any = None, threshold_criterion: str = "F1",
+             fixed_threshold: float | None = None, semantic_from_predictions: bool = False) -> dict:
     """Compute the full metric suite. ``gt_json``: path or COCO dict; ``pred_json``: path or list.
 
     ``iou_type`` picks the IoU behind the AP-family keys and the overlap-binned AP: "segm"
@@ -54,13 +62,40 @@ def evaluate(gt_json: Any, pred_json: Any, categories: Sequence[str] = ("cytopla
     least the most predictions of one image, so none is dropped; a smaller number warns).
     ``families`` (default ``METRIC_FAMILIES``, see evaluate/families.py) are run in order on
     one shared ``EvalContext`` and their outputs merged.
+
+    ``score_threshold="validation"`` picks per category the threshold maximising
+    ``threshold_criterion`` ("F1" or "AJI") on ``val_gt_json``/``val_pred_json`` (the
+    validation split); without them (no validation split) ``fixed_threshold`` (default 0.5)
+    is used and ``params.threshold_source`` says so. ``fixed_threshold`` also adds the
+    secondary block ``at_fixed_threshold`` (always with "validation"). ``semantic_from_predictions``: pixel metrics on maps
+    made from the predictions above the threshold (instance models), not ``semantic_dir``.
     """
+    selection, source = None, "fixed"
+    if isinstance(score_threshold, str):
+        if score_threshold != "validation":
+            raise ValueError(f'score_threshold must be a number, {{category: number}} or "validation", '
+                             f'got {score_threshold!r}')
+        if (val_gt_json is None) != (val_pred_json is None):
+            raise ValueError("validation thresholds need both the validation ground truth and predictions")
+        fixed_threshold = 0.5 if fixed_threshold is None else float(fixed_threshold)
+        if val_gt_json is not None:
+            selection = select_score_thresholds(val_gt_json, val_pred_json, categories,
+                                                threshold_criterion, fixed_threshold)
+            if selection["n_images"] == 0:  # an empty validation split (val fraction 0)
+                selection = None
+        if selection is None:
+            score_threshold, source = fixed_threshold, "fixed (no validation split)"
+        else:
+            score_threshold, source = selection.pop("score_threshold"), "validation"
     ctx = EvalContext.build(gt_json, pred_json, categories=categories, iou_type=iou_type,
                             semantic_dir=semantic_dir, overlap_bins=overlap_bins,
                             border_width=border_width, boundary_dilation=boundary_dilation,
                             score_threshold=score_threshold, isbi_threshold=isbi_threshold,
                             isbi_criterion=isbi_criterion, error_min_dice=error_min_dice,
-                            max_detections=max_detections)
+                            max_detections=max_detections,
+                            semantic_from_predictions=semantic_from_predictions,
+                            fixed_threshold=fixed_threshold, threshold_source=source,
+                            threshold_selection=selection)
     fams = METRIC_FAMILIES if families is None else families
     return merge_family_outputs(ctx.categories, ((f.__name__, f(ctx)) for f in fams))
 

@@ -22,7 +22,7 @@ from overlapseg.data.semantic import semantic_targets
 from overlapseg.evaluate import coco_ap
 from overlapseg.evaluate.context import EvalContext
 from overlapseg.evaluate.error_analysis import error_variants
-from overlapseg.evaluate.matching import aji_counts
+from overlapseg.evaluate.matching import DetectionCounts, aji_counts
 from overlapseg.evaluate.overlap import bin_index, overlap_ratios
 from overlapseg.evaluate.pixel import SemanticAccumulator, load_semantic, seg_f1, seg_f1_counts
 
@@ -230,9 +230,9 @@ def error_analysis_metrics(ctx: EvalContext) -> dict:
 
 def count_metrics(ctx: EvalContext) -> dict:
     """n_gt, n_pred, n_pred_above_threshold per category; "mean" holds the totals."""
-    thr = ctx.options.score_threshold
     out = {}
     for name, c in zip(ctx.categories, ctx.cat_ids):
+        thr = ctx.threshold(c)
         out[name] = {"n_gt": sum(1 for a in ctx.gt_anns if a["category_id"] == c),
                      "n_pred": sum(1 for a in ctx.dt_anns if a["category_id"] == c),
                      "n_pred_above_threshold": sum(1 for a in ctx.dt_anns
@@ -242,26 +242,72 @@ def count_metrics(ctx: EvalContext) -> dict:
 
 
 # ----------------------------------------------------------------------------- top-level entries
+def _instance_maps(ctx: EvalContext, img: dict, kind: str) -> dict[str, np.ndarray]:
+    """Semantic maps of one image from its gt instances (``kind`` "gt") or from its
+    predictions above their category's score threshold ("dt"), by ``semantic_targets``."""
+    h, w = img["height"], img["width"]
+    stacks = []
+    for cid in (ctx.cyto_id, ctx.nuc_id):
+        if cid is None:
+            anns = []
+        elif kind == "gt":
+            anns = ctx.inputs.gts(img["id"], cid)
+        else:
+            thr = ctx.threshold(cid) if cid in ctx.cat_ids else 0.5
+            anns = [a for a in ctx.inputs.dts(img["id"], cid) if a["score"] >= thr]
+        rles = [a["segmentation"] for a in anns]
+        stacks.append(np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool) if rles
+                      else np.zeros((0, h, w), dtype=bool))
+    return semantic_targets(stacks[0], stacks[1], ctx.options.border_width)
+
+
 def pixel_metrics(ctx: EvalContext) -> dict:
-    """pixel: {class: accuracy, precision, recall, F1, IoU} of semantic maps (only with
-    ``semantic_dir``: ``{image name}.npz`` per gt image; gt maps from ``semantic_targets``)."""
-    if ctx.options.semantic_dir is None:
+    """pixel: {class: accuracy, precision, recall, F1, IoU} of semantic maps: ``{image
+    name}.npz`` per gt image in ``semantic_dir``, or with ``semantic_from_predictions`` the maps
+    of the predictions above the score threshold (how instance models make theirs, so they
+    follow a validation-chosen threshold); gt maps from ``semantic_targets``."""
+    from_predictions = ctx.options.semantic_from_predictions
+    if ctx.options.semantic_dir is None and not from_predictions:
         return {}
-    semantic_dir = Path(ctx.options.semantic_dir)
-    if not semantic_dir.is_dir():
+    semantic_dir = None if from_predictions else Path(ctx.options.semantic_dir)
+    if semantic_dir is not None and not semantic_dir.is_dir():
         raise DataError(semantic_dir, "semantic prediction directory not found")
     acc = SemanticAccumulator()
     for img in ctx.inputs.images:
-        h, w = img["height"], img["width"]
-        stacks = []
-        for cid in (ctx.cyto_id, ctx.nuc_id):
-            rles = [a["segmentation"] for a in ctx.inputs.gts(img["id"], cid)] if cid is not None else []
-            stacks.append(np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool) if rles
-                          else np.zeros((0, h, w), dtype=bool))
-        gt_maps = semantic_targets(stacks[0], stacks[1], ctx.options.border_width)
-        path = semantic_dir / f"{img['name']}.npz"
-        acc.add(gt_maps, load_semantic(path, (h, w)), str(path))
+        gt_maps = _instance_maps(ctx, img, "gt")
+        if semantic_dir is None:
+            acc.add(gt_maps, {k: v.astype(bool) for k, v in _instance_maps(ctx, img, "dt").items()},
+                    ctx.inputs.pred_source)
+        else:
+            path = semantic_dir / f"{img['name']}.npz"
+            acc.add(gt_maps, load_semantic(path, (img["height"], img["width"])), str(path))
     return {"pixel": acc.metrics()}
+
+
+FIXED_THRESHOLD_KEYS = ("AJI", "Dice", "F1", "precision", "recall")
+
+
+def fixed_threshold_metrics(ctx: EvalContext) -> dict:
+    """at_fixed_threshold: AJI, Dice, F1, precision, recall with one fixed score threshold for
+    every category (only with ``fixed_threshold``: the secondary column beside metrics at
+    validation-chosen thresholds); reuses the pair tables of all predictions."""
+    thr = ctx.options.fixed_threshold
+    if thr is None:
+        return {}
+    counts = {c: DetectionCounts() for c in ctx.cat_ids}
+    aji_values = {c: [] for c in ctx.cat_ids}
+    for r in ctx.image_categories:
+        table = r.table_all.subset(dt_idx=np.flatnonzero([a["score"] >= thr for a in r.dts]))
+        counts[r.cat_id].add(table, r.image["height"] * r.image["width"])
+        c, u = aji_counts(table)
+        if u > 0:
+            aji_values[r.cat_id].append(c / u)
+    out = {}
+    for name, c in zip(ctx.categories, ctx.cat_ids):
+        m = counts[c].metrics()
+        out[name] = {"AJI": _mean(aji_values[c]), **{k: m[k] for k in FIXED_THRESHOLD_KEYS[1:]}}
+    out = _with_category_means(ctx, out)
+    return {"at_fixed_threshold": {**out, "score_threshold": thr}}
 
 
 def pr_curve_metrics(ctx: EvalContext) -> dict:
@@ -282,7 +328,11 @@ def run_info(ctx: EvalContext) -> dict:
         "categories": list(o.categories), "iou_type": o.iou_type,
         "overlap_bins": [list(b) for b in o.overlap_bins],
         "border_width": o.border_width, "boundary_dilation": o.boundary_dilation,
-        "score_threshold": o.score_threshold, "isbi_threshold": o.isbi_threshold,
+        "score_threshold": (dict(o.score_threshold) if isinstance(o.score_threshold, dict)
+                            else o.score_threshold), "isbi_threshold": o.isbi_threshold,
+        "semantic_from_predictions": o.semantic_from_predictions,
+        "threshold_source": o.threshold_source,
+        **({"threshold_selection": o.threshold_selection} if o.threshold_selection else {}),
         "isbi_criterion": o.isbi_criterion, "error_min_dice": o.error_min_dice,
         "dropped_empty_predictions": ctx.inputs.dropped_empty,
         "max_detections": ctx.max_dets, "max_detections_setting": o.max_detections,
@@ -301,6 +351,7 @@ METRIC_FAMILIES: list[MetricFamily] = [
     error_analysis_metrics,
     count_metrics,
     pixel_metrics,
+    fixed_threshold_metrics,
     pr_curve_metrics,
     run_info,
 ]

@@ -89,7 +89,9 @@ def keypoint_targets(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int
 
     Returns ``heatmap`` (C, 5, Hc, Wc) 0/1 discs of ``radius`` cells, ``offset`` (C, 5, 2, Hc, Wc)
     and ``displacement`` (C, 20, 2, Hc, Wc) vectors (x, y) in cells, zero outside the discs
-    (the heatmap, and for pair (k, l) the disc of k, is the L1 weight).
+    (the heatmap, and for pair (k, l) the disc of k, is the L1 weight), and ``gaussian``
+    (C, 5, Hc, Wc): the largest exp(-d^2 / (2 radius^2)) over the keypoints of each channel, d
+    the distance in cells to the exact keypoint (the focal loss' penalty reduction).
     """
     if labels.shape != boxes.shape[:1]:
         raise ValueError(f"{len(boxes)} boxes but labels of shape {tuple(labels.shape)}")
@@ -99,6 +101,7 @@ def keypoint_targets(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int
     heatmap = boxes.new_zeros(num_classes, NUM_TYPES, hc, wc)
     offset = boxes.new_zeros(num_classes, NUM_TYPES, 2, hc, wc)
     displacement = boxes.new_zeros(num_classes, len(PAIRS), 2, hc, wc)
+    gaussian = boxes.new_zeros(num_classes, NUM_TYPES, hc, wc)
     gy, gx = torch.meshgrid(torch.arange(hc, device=boxes.device, dtype=boxes.dtype),
                             torch.arange(wc, device=boxes.device, dtype=boxes.dtype), indexing="ij")
     cells = torch.stack([gx, gy], -1)  # (Hc, Wc, 2)
@@ -114,9 +117,10 @@ def keypoint_targets(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int
         owner_points = points[nearest]  # (5, Hc, Wc, 5, 2): all keypoints of each cell's owner
         vectors = (owner_points - cells[None, :, :, None, :]) * hit[..., None, None]
         heatmap[c] = hit.to(boxes.dtype)
+        gaussian[c] = torch.exp(-rel.square().sum(-1) / (2 * radius * radius)).amax(0)
         offset[c] = torch.stack([vectors[t, :, :, t] for t in range(NUM_TYPES)]).permute(0, 3, 1, 2)
         displacement[c] = torch.stack([vectors[k, :, :, l] for k, l in PAIRS]).permute(0, 3, 1, 2)
-    return {"heatmap": heatmap, "offset": offset, "displacement": displacement}
+    return {"heatmap": heatmap, "offset": offset, "displacement": displacement, "gaussian": gaussian}
 
 
 def hough_score_map(heatmap: torch.Tensor, offset: torch.Tensor,

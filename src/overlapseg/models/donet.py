@@ -15,9 +15,12 @@ own sampling, ``fastrcnn_loss`` and ``postprocess_detections``:
   them and the DRM features f^o, f^m. The result goes through the instance mask head H_i
   again (same weights, predictor included) to give the recombined mask e^r. The residual's
   last conv starts at zero, so an untrained e^r equals the coarse mask. L_cons is
-  cross-entropy between e^r and a soft exclusive-or of the sub-region probabilities
-  (:func:`merge_regions`), a target for e^r that is not back-propagated. The authors'
-  code binarises both sides with thresholds, which gives this term no gradient. With CRM
+  cross-entropy between e^r and the exclusive-or of the sub-region masks binarised at
+  p = 0.5 (:func:`merge_regions`), a target for e^r that is not back-propagated. This is the
+  authors' target (DeepDoNet/DoNet, ``detectron2/modeling/roi_heads/roi_heads.py``,
+  ``consis_loss_mode == "MX"``: ``(sigmoid > 0.5).logical_xor(sigmoid > 0.5)``), weighted
+  there by 0.00125, our ``lambda_cons`` default. Their code also binarises e^r, which leaves
+  the term without any gradient; we keep e^r's logits so that Eq. 4 can act on it. With CRM
   on, inference returns e^r, not the coarse mask.
 * MRP (Sec. 3.3, Eq. 5): the recombined cytoplasm logits are pasted back at their boxes, and
   their positive parts summed and squashed by a sigmoid into a map M
@@ -42,7 +45,9 @@ torchvision's five, plus ``loss_intersection`` and ``loss_complement`` (lambda_d
 MRP, the nucleus stage adds each of its keys again with the suffix ``_nucleus``. Like
 torchvision's ``loss_mask``, each mask term averages over all positive RoIs of the batch,
 not per image and then over images as Eq. 2-4 write it. The paper gives no lambda values;
-they default to 1.
+lambda_dec and lambda_rmask default to 1 (the authors' code weights those mask losses 1) and
+lambda_cons to the authors' 0.00125: at weight 1 a target made of the DRM heads' own guesses
+would pull e^r as hard as the ground truth does.
 """
 from __future__ import annotations
 
@@ -74,7 +79,7 @@ DONET_DEFAULTS = {
     "mrp": True,  # nucleus stage on FPN features reweighted by the recombined cytoplasm map
     "lambda_dec": 1.0,
     "lambda_rmask": 1.0,
-    "lambda_cons": 1.0,
+    "lambda_cons": 0.00125,  # authors' code: roi_heads.py, "MX" consistency loss x 0.00125
     "drm_channels": None,  # width of H_o/H_m; None: mask_head_channels (the paper uses H_i's 256)
 }
 
@@ -112,17 +117,18 @@ def decomposition_targets(masks: Tensor, labels: Tensor | None = None) -> tuple[
 
 
 def merge_regions(intersection_logits: Tensor, complement_logits: Tensor) -> Tensor:
-    """F_merge of Eq. 4: soft exclusive-or of the sigmoid sub-region probabilities."""
-    p, q = intersection_logits.sigmoid(), complement_logits.sigmoid()
-    return p + q - 2 * p * q
+    """F_merge of Eq. 4: exclusive-or of the sub-region masks binarised at sigmoid > 0.5 (logit
+    > 0), as the authors' code does; a hard 0/1 float target of the logits' shape."""
+    return ((intersection_logits > 0) ^ (complement_logits > 0)).to(intersection_logits.dtype)
 
 
 def consistency_loss(recombined_logits: Tensor, intersection_logits: Tensor,
                      complement_logits: Tensor) -> Tensor:
-    """L_cons (Eq. 4) on (N, M, M) logits of the instances' classes; the merged target is fixed."""
+    """L_cons (Eq. 4) on (N, M, M) logits of the instances' classes; the merged target is a
+    fixed binary mask (no gradient reaches the DRM heads through it)."""
     if recombined_logits.numel() == 0:
         return recombined_logits.sum() * 0
-    target = merge_regions(intersection_logits, complement_logits).detach()
+    target = merge_regions(intersection_logits.detach(), complement_logits.detach())
     return F.binary_cross_entropy_with_logits(recombined_logits, target)
 
 
@@ -226,7 +232,7 @@ class DoNetRoIHeads(ScopedRoIHeads):
     def __init__(self, *, feature_channels: int, mask_channels: int, num_classes: int = NUM_CLASSES,
                  drm_intersection: bool = True, drm_complement: bool = True, crm_fusion: bool = True,
                  crm_consistency: bool = True, lambda_dec: float = 1.0, lambda_rmask: float = 1.0,
-                 lambda_cons: float = 1.0, drm_channels: int | None = None, **roi_heads_args):
+                 lambda_cons: float = DONET_DEFAULTS["lambda_cons"], drm_channels: int | None = None, **roi_heads_args):
         super().__init__(**roi_heads_args)
         _check_switches({"drm_intersection": drm_intersection, "drm_complement": drm_complement,
                          "crm_fusion": crm_fusion, "crm_consistency": crm_consistency})

@@ -2,16 +2,23 @@
 segmentation"): Mask R-CNN plus two relation modules, built on torchvision's ``RoIHeads``.
 
 * Instance Relation Module (IRM, Sec. 2.1): a convolutional encoder fuses each instance's
-  mask-head features with its predicted mask; instances of one image exchange those fused
-  features through a softmax-normalised association matrix computed from 16 channel groups,
-  scaled by a learnable ``gamma`` that starts at 0; a 2x2 deconvolution and a 1x1 classifier
+  mask-head features with its predicted mask; instances of one image and one class exchange
+  those fused features (the paper's "class-specific instance association", Sec. 1) through a
+  softmax-normalised association matrix computed from 16 channel groups, scaled by a
+  learnable ``gamma`` that starts at 0; a 2x2 deconvolution and a 1x1 classifier
   give refined masks trained with BCE (``loss_irm``). Switches ``irm_deep_features`` (DF),
   ``irm_mask`` (MSK) and ``irm_relation`` (RL) give the rows of Table 2.
 * Sparse Duplicate Removal Module (DRM, Sec. 2.2, after Hu et al. 2018 "Relation networks
   for object detection"): the top-N scored detections attend to each other through
-  appearance and relative-geometry attention restricted to each box's top-k partners, and a
-  BCE head (``loss_drm``) predicts whether a detection is the correct one for its object or a
-  duplicate; detections are ranked by class score x correct probability before NMS.
+  appearance and relative-geometry attention restricted to each box's top-k partners of its
+  own class (duplicates are per class, as NMS and Hu et al.'s duplicate removal treat them;
+  ``drm_class_specific``), and a BCE head (``loss_drm``) predicts whether a detection is the
+  correct one for its object or a duplicate; detections are ranked by class score x correct
+  probability before NMS. The DRM is trained on what it sees at test: the box branch's
+  outputs on the RPN's proposals, *without* the ground-truth boxes torchvision appends to the
+  sampled RoIs (those sit at IoU 1 and would nearly always be the "correct" one), and its BCE
+  weights the few correct detections up (``drm_pos_weight``, "balanced": negatives/positives
+  of the batch) so that they count as much as the many duplicates.
 
 The total loss is torchvision's Mask R-CNN losses + ``alpha`` L_DRM + ``beta`` L_IRM
 (Sec. 2.3); a switched-off module adds no parameters and no loss key, so ``irm=False,
@@ -48,6 +55,8 @@ IRNET_DEFAULTS = {
     "drm_dim": 128,  # embedding width of the relation module (Hu et al. 2018)
     "drm_heads": 16,
     "drm_iou_threshold": 0.5,  # IoU a "correct" detection needs with its ground truth
+    "drm_class_specific": True,  # relation (softmax, top-k) only among detections of one class
+    "drm_pos_weight": "balanced",  # BCE weight of "correct" targets: "balanced" or a number
     # loss weights (Sec. 2.3)
     "alpha": 1.0,
     "beta": 1.0,
@@ -66,13 +75,15 @@ IRNET_ABLATIONS = {
 
 
 # ----------------------------------------------------------------------------- pure helpers
-def instance_relation_matrix(fused: Tensor, counts: list[int], groups: int = 16) -> Tensor:
+def instance_relation_matrix(fused: Tensor, counts: list[int], groups: int = 16,
+                             labels: Tensor | None = None) -> Tensor:
     """Association matrix D (n x n) of IRM (Sec. 2.1) for the instances of a whole batch.
 
     ``fused``: (n, C, H, W) encoder features, the instances of image 0 first, then image 1, ...
-    (``counts`` per image). Channels are averaged within each of ``groups`` groups (B_j, one
-    map per instance), D_j = B_j B_j^T, and D is the row softmax of their mean, taken only over
-    instances of the same image (other entries are exactly 0). The mean is divided by
+    (``counts`` per image); ``labels`` (n,) their classes, None for one class. Channels are
+    averaged within each of ``groups`` groups (B_j, one map per instance), D_j = B_j B_j^T, and
+    D is the row softmax of their mean, taken only over instances of the same image and class
+    (other entries are exactly 0: D is block-diagonal by image and class). The mean is divided by
     sqrt(H W) as in scaled dot-product attention (Vaswani et al., cited by the paper for the
     mechanism) so the softmax does not saturate on 196-dimensional products.
     """
@@ -87,8 +98,12 @@ def instance_relation_matrix(fused: Tensor, counts: list[int], groups: int = 16)
     affinity = torch.einsum("pgk,qgk->pq", grouped, grouped) / (groups * math.sqrt(h * w))
     image = torch.repeat_interleave(torch.arange(len(counts), device=fused.device),
                                     torch.as_tensor(counts, device=fused.device), output_size=n)
-    same_image = image[:, None] == image[None, :]
-    return affinity.masked_fill(~same_image, float("-inf")).softmax(dim=1)
+    related = image[:, None] == image[None, :]
+    if labels is not None:
+        if labels.shape != (n,):
+            raise ValueError(f"need one label per instance, got {tuple(labels.shape)} for {n}")
+        related &= labels[:, None] == labels[None, :]
+    return affinity.masked_fill(~related, float("-inf")).softmax(dim=1)
 
 
 def top_k_relation_mask(logits: Tensor, k: int) -> Tensor:
@@ -125,6 +140,17 @@ def duplicate_labels(boxes: Tensor, labels: Tensor, gt_boxes: Tensor, gt_labels:
     best_iou, best = iou.max(dim=1)
     target[best[best_iou >= iou_threshold]] = 1.0
     return target
+
+
+def drm_positive_weight(labels: Tensor, pos_weight: float | str) -> Tensor:
+    """``pos_weight`` of the DRM's BCE: a number, or "balanced" = negatives / positives of
+    ``labels`` (1 when there are no positives or more positives than negatives)."""
+    if pos_weight == "balanced":
+        positives = labels.sum()
+        if positives == 0:
+            return torch.ones((), dtype=labels.dtype, device=labels.device)
+        return ((len(labels) - positives) / positives).clamp(min=1.0).to(labels.dtype)
+    return torch.tensor(float(pos_weight), dtype=labels.dtype, device=labels.device)
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, wave_length: float = 1000.0) -> Tensor:
@@ -189,11 +215,12 @@ class InstanceRelationModule(nn.Module):
         self.classifier = nn.Conv2d(feature_channels, num_classes, 1)
         _init_convs(self)
 
-    def relate(self, fused: Tensor, counts: list[int]) -> Tensor:
-        """Equation (1): add the gamma-weighted, relation-averaged features of the same image."""
+    def relate(self, fused: Tensor, counts: list[int], labels: Tensor | None = None) -> Tensor:
+        """Equation (1): add the gamma-weighted, relation-averaged features of the same image
+        (and class, given ``labels``)."""
         if self.gamma is None:
             return fused
-        weights = instance_relation_matrix(fused, counts, self.groups)
+        weights = instance_relation_matrix(fused, counts, self.groups, labels)
         message = (weights @ fused.flatten(1)).view_as(fused)
         return self.gamma * message + fused
 
@@ -207,7 +234,7 @@ class InstanceRelationModule(nn.Module):
             # only the mask of the instance's class is kept (Sec. 3, MSK), at the features' size
             chosen = mask_logits[torch.arange(len(labels), device=labels.device), labels]
             inputs.append(F.adaptive_avg_pool2d(chosen[:, None].sigmoid(), deep.shape[-2:]))
-        fused = self.relate(self.encoder(torch.cat(inputs, dim=1)), counts)
+        fused = self.relate(self.encoder(torch.cat(inputs, dim=1)), counts, labels)
         return self.classifier(F.relu(self.upsample(fused)))
 
 
@@ -218,19 +245,20 @@ class DuplicateRemovalModule(nn.Module):
     its class and its class; multi-head attention combines appearance similarity with a
     learned relative-geometry weight (Hu et al. 2018). Each box attends only to the ``top_k``
     boxes with its largest head-averaged relation logits (the paper ranks partners per target
-    and does not say per head; one shared top-k is also 16x cheaper on CPU).
+    and does not say per head; one shared top-k is also 16x cheaper on CPU), and with
+    ``class_specific`` only to boxes of its own class.
     """
 
     GEOMETRY_DIM = 64  # sine/cosine features of the 4 relative-geometry terms (Hu et al.)
 
     def __init__(self, feature_dim: int, num_classes: int, dim: int = 128, heads: int = 16,
-                 top_k: int = 40):
+                 top_k: int = 40, class_specific: bool = True):
         super().__init__()
         if dim % heads or dim % 2:
             raise ValueError(f"drm_dim {dim} must be even and divisible by drm_heads {heads}")
         if top_k < 1:
             raise ValueError(f"drm_top_k must be >= 1, got {top_k}")
-        self.dim, self.heads, self.top_k = dim, heads, top_k
+        self.dim, self.heads, self.top_k, self.class_specific = dim, heads, top_k, class_specific
         self.appearance = nn.Linear(feature_dim, dim)
         self.rank = nn.Linear(dim, dim)
         self.label = nn.Embedding(num_classes, dim)
@@ -239,7 +267,10 @@ class DuplicateRemovalModule(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.classifier = nn.Linear(dim, 1)
 
-    def forward(self, features: Tensor, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+    def embed_and_relate(self, features: Tensor, boxes: Tensor, scores: Tensor,
+                         labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings x (n, dim), relation weights (heads, n, n; each row a softmax over the
+        box's kept partners, 0 elsewhere) and values (heads, n, dim / heads)."""
         n = len(boxes)
         if features.shape[0] != n or len(scores) != n or len(labels) != n:
             raise ValueError("features, boxes, scores and labels must describe the same detections")
@@ -252,10 +283,18 @@ class DuplicateRemovalModule(nn.Module):
                                         self.GEOMETRY_DIM // 4).flatten(-2)
         geometry_weight = F.relu(self.geometry(geometry)).permute(2, 0, 1)  # (heads, n, n)
         logits = q @ k.transpose(1, 2) / math.sqrt(d) + geometry_weight.clamp(min=1e-6).log()
+        related = torch.ones((n, n), dtype=torch.bool, device=logits.device)
+        if self.class_specific:
+            related = labels[:, None] == labels[None, :]
+            logits = logits.masked_fill(~related, float("-inf"))
         # one neighbourhood per box, shared by the heads: its top-k by head-averaged logit
-        keep = top_k_relation_mask(logits.detach().mean(0), self.top_k)
+        keep = top_k_relation_mask(logits.detach().mean(0), self.top_k) & related
         weights = logits.masked_fill(~keep, float("-inf")).softmax(dim=-1)
-        x = x + self.out((weights @ v).transpose(0, 1).reshape(n, self.dim))
+        return x, weights, v
+
+    def forward(self, features: Tensor, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+        x, weights, v = self.embed_and_relate(features, boxes, scores, labels)
+        x = x + self.out((weights @ v).transpose(0, 1).reshape(len(boxes), self.dim))
         return self.classifier(F.relu(x)).squeeze(1)
 
 
@@ -268,7 +307,8 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
 
     def __init__(self, *args, irm: InstanceRelationModule | None = None,
                  drm: DuplicateRemovalModule | None = None, alpha: float = 1.0, beta: float = 1.0,
-                 drm_top_n: int = 300, drm_iou_threshold: float = 0.5, **kwargs):
+                 drm_top_n: int = 300, drm_iou_threshold: float = 0.5,
+                 drm_pos_weight: float | str = "balanced", **kwargs):
         super().__init__(*args, **kwargs)
         if alpha < 0 or beta < 0:
             raise ValueError(f"loss weights must be >= 0, got alpha={alpha}, beta={beta}")
@@ -277,6 +317,7 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
         self.irm, self.drm = irm, drm
         self.alpha, self.beta = alpha, beta
         self.drm_top_n, self.drm_iou_threshold = drm_top_n, drm_iou_threshold
+        self.drm_pos_weight = drm_pos_weight
 
     @classmethod
     def from_base(cls, base: RoIHeads, p: dict) -> "IRNetRoIHeads":
@@ -289,9 +330,11 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
                                          p["irm_groups"], p["irm_encoder_convs"])
         if p["drm"]:
             drm = DuplicateRemovalModule(base.box_predictor.cls_score.in_features, num_classes,
-                                         p["drm_dim"], p["drm_heads"], p["drm_top_k"])
+                                         p["drm_dim"], p["drm_heads"], p["drm_top_k"],
+                                         p["drm_class_specific"])
         return cls(**roi_heads_arguments(base), irm=irm, drm=drm, alpha=p["alpha"], beta=p["beta"],
-                   drm_top_n=p["drm_top_n"], drm_iou_threshold=p["drm_iou_threshold"])
+                   drm_top_n=p["drm_top_n"], drm_iou_threshold=p["drm_iou_threshold"],
+                   drm_pos_weight=p["drm_pos_weight"])
 
     # -- DRM
     def drm_candidates(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
@@ -316,15 +359,41 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
             out.append((boxes[keep], scores[keep], labels[keep], source[keep]))
         return out
 
+    def drm_training_candidates(self, features, proposals: list[Tensor],
+                                image_shapes: list[tuple[int, int]]):
+        """DRM inputs as at test: the box branch on the RPN's own ``proposals`` (no appended
+        ground truth, no sampling), its top-N candidates, and their appearance features.
+
+        Choosing candidates needs no gradient; only the chosen proposals' box features are
+        recomputed with one, so the DRM loss trains the box head on what it ranks.
+        """
+        with torch.no_grad():
+            class_logits, box_regression = self.box_predictor(
+                self.box_head(self.box_roi_pool(features, proposals, image_shapes)))
+        candidates = self.drm_candidates(class_logits, box_regression, proposals, image_shapes)
+        chosen, out, start, offset = [], [], 0, 0
+        for (boxes, scores, labels, source), props in zip(candidates, proposals):
+            chosen.append(props[source - start])
+            out.append((boxes, scores, labels,
+                        torch.arange(offset, offset + len(source), device=source.device)))
+            start += len(props)
+            offset += len(source)
+        box_features = self.box_head(self.box_roi_pool(features, chosen, image_shapes))
+        return box_features, out
+
     def drm_loss(self, box_features: Tensor, candidates, targets: list[dict]) -> Tensor:
+        """BCE of the correct/duplicate logits; "balanced" weights positives by negatives /
+        positives of the batch (at least 1), so a DRM that calls everything a duplicate is not
+        nearly optimal."""
         logits, labels = [], []
         for (boxes, scores, cls, source), t in zip(candidates, targets):
             logits.append(self.drm(box_features[source], boxes, scores, cls))
             labels.append(duplicate_labels(boxes, cls, t["boxes"], t["labels"], self.drm_iou_threshold))
-        logits = torch.cat(logits)
+        logits, labels = torch.cat(logits), torch.cat(labels)
         if logits.numel() == 0:
             return box_features.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(logits, torch.cat(labels))
+        return F.binary_cross_entropy_with_logits(
+            logits, labels, pos_weight=drm_positive_weight(labels, self.drm_pos_weight))
 
     def drm_detections(self, box_features: Tensor, candidates):
         """Rank by class score x correct probability, then class-wise NMS (Sec. 2.2)."""
@@ -355,6 +424,7 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
         if self.training:
             self.check_targets(targets)
             self._check_targets(targets)
+            rpn_proposals = proposals  # what the DRM ranks at test: no GT boxes, not sampled
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
@@ -365,8 +435,9 @@ class IRNetRoIHeads(ScopedRoIHeads):  # scope: models.scope
             losses["loss_classifier"], losses["loss_box_reg"] = fastrcnn_loss(
                 class_logits, box_regression, labels, regression_targets)
             if self.drm is not None:
-                candidates = self.drm_candidates(class_logits, box_regression, proposals, image_shapes)
-                losses["loss_drm"] = self.alpha * self.drm_loss(box_features, candidates, targets)
+                drm_features, candidates = self.drm_training_candidates(features, rpn_proposals,
+                                                                        image_shapes)
+                losses["loss_drm"] = self.alpha * self.drm_loss(drm_features, candidates, targets)
             positive = [torch.where(lab > 0)[0] for lab in labels]
             mask_boxes = [p[i] for p, i in zip(proposals, positive)]
             mask_matched = [m[i] for m, i in zip(matched_idxs, positive)]
@@ -412,6 +483,12 @@ def irnet_options(p: dict) -> dict:
     for key in ("irm", "drm", "irm_deep_features", "irm_mask", "irm_relation"):
         if not isinstance(q[key], bool):
             raise ValueError(f"IRNet switch {key!r} must be true or false, got {q[key]!r}")
+    if not isinstance(q["drm_class_specific"], bool):
+        raise ValueError(f"drm_class_specific must be true or false, got {q['drm_class_specific']!r}")
+    weight = q["drm_pos_weight"]
+    if weight != "balanced" and (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                                 or weight <= 0):
+        raise ValueError(f'drm_pos_weight must be "balanced" or a number > 0, got {weight!r}')
     if q["irm"] and not (q["irm_deep_features"] or q["irm_mask"]):
         raise ValueError("irm needs irm_deep_features, irm_mask or both (Table 2 has no row without)")
     return q

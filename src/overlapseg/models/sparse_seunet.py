@@ -26,9 +26,15 @@ prediction joins the score as in SparseInst).
 
 Choices where the thesis is silent (SparseInst's where it has one): the activation maps pool
 the *instance-branch* features ``I`` (the thesis' 256-d instance vectors are SparseInst's
-instance-branch width, the SEU-Net top layer is far narrower), normalised pixel coordinates are
+instance-branch width, the SEU-Net top layer is far narrower), pixel coordinates are
 appended to the branch inputs (``coord_features``; activation maps need them to tell two
-identical cells apart), branch convs are conv + ReLU without norm, class logits and activation
+identical cells apart). SparseInst normalises them per input, which is right for whole
+images but not for crop training and tiled inference: a map tuned to a part of a 192 px crop
+would cover the same fraction of a 512 px tile, 2.7x wider. Here they are in a fixed unit,
+``coord_unit`` pixels (default: the training ``crop``), measured from the image origin (each
+window passes its offset), so a crop and the same pixels seen in a tile get identical
+coordinates (:func:`coordinates`); ``coord_unit`` 0 keeps SparseInst's per-input [-1, 1].
+Further, branch convs are conv + ReLU without norm, class logits and activation
 maps start at the focal-loss prior 0.01, loss weights are SparseInst's (cls 2, Dice 2, BCE 5).
 Ground-truth labels are the project's category ids (1 cytoplasm, 2 nucleus), class channel
 ``label - 1``.
@@ -59,7 +65,9 @@ _SPARSE_KEYS: dict = {
     "inst_dim": 256,              # instance branch width = instance vector size (thesis: 256)
     "mask_dim": 128,              # mask branch width = mask kernel size
     "branch_convs": 4,            # 3x3 convs per branch (thesis: 4)
-    "coord_features": True,       # append (x, y) in [-1, 1] to the branch inputs (SparseInst)
+    "coord_features": True,       # append (x, y) coordinates to the branch inputs (SparseInst)
+    "coord_unit": None,           # px per coordinate half-range; null: the trainer's crop;
+                                  # 0: per input in [-1, 1] (SparseInst on whole images)
     "prior_prob": 0.01,           # initial class / activation probability (focal-loss prior)
     # variants (Sec. 5.7)
     "overlap_head": False,        # parallel overlap decoder, features joined before the fork
@@ -117,6 +125,8 @@ def check_sparse_params(p: dict) -> None:
             raise ValueError(f"{key} must be in [0, 1], got {p[key]}")
     if not 0.0 < float(p["prior_prob"]) < 1.0:
         raise ValueError(f"prior_prob must be in (0, 1), got {p['prior_prob']}")
+    if p.get("coord_unit") is not None and float(p["coord_unit"]) < 0:
+        raise ValueError(f"coord_unit must be >= 0 px (0: per-input coordinates), got {p['coord_unit']}")
     if p["attention_map"] and not p["overlap_head"]:
         raise ValueError("attention_map needs the overlap head (set overlap_head: true)")
     if p["focal_mode"] not in FOCAL_MODES:
@@ -136,13 +146,31 @@ def _conv_stack(c_in: int, c_out: int, n: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def coordinates(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W) normalised (x, y) pixel coordinates in [-1, 1] for a (B, C, H, W) input."""
+def coordinates(x: torch.Tensor, unit: float | None = None, origin: torch.Tensor | None = None,
+                stride: int = 1) -> torch.Tensor:
+    """(B, 2, H, W) (x, y) coordinates of the cells of a (B, C, H, W) feature map.
+
+    ``unit`` None: per input, in [-1, 1] (SparseInst). Otherwise in a fixed pixel unit: cell
+    j of a map of ``stride`` px covers image pixel u = origin + (j + 0.5) stride - 0.5, at
+    coordinate 2 (u + 0.5) / unit - 1, where ``origin`` (B, 2) holds each window's (y, x)
+    offset in its image (zeros if None). A ``unit``-pixel crop at the image origin spans
+    about [-1, 1] as before, and the same pixels in any other window get the same values.
+    """
     b, _, h, w = x.shape
-    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx, yy])[None].expand(b, -1, -1, -1)
+    if unit is None:
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([xx, yy])[None].expand(b, -1, -1, -1)
+    if origin is None:
+        origin = torch.zeros(b, 2)
+    origin = torch.as_tensor(origin, dtype=torch.float64).reshape(b, 2)
+    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * stride
+    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * stride
+    cy = 2 * (origin[:, 0, None] + ys) / unit - 1  # (B, H)
+    cx = 2 * (origin[:, 1, None] + xs) / unit - 1  # (B, W)
+    out = torch.stack([cx[:, None, :].expand(b, h, w), cy[:, :, None].expand(b, h, w)], 1)
+    return out.to(device=x.device, dtype=x.dtype)
 
 
 def normalise_activation_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -215,7 +243,7 @@ class SparseSEUNet(nn.Module):
                  depth: int = 4, norm: str = "batch", se_reduction: int = 8,
                  overlap_head: bool = False, multi_level: bool = False,
                  iou_objectness: bool = False, coord_features: bool = True,
-                 prior_prob: float = 0.01, in_channels: int = 1):
+                 prior_prob: float = 0.01, in_channels: int = 1, coord_unit: float | None = None):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -223,6 +251,9 @@ class SparseSEUNet(nn.Module):
         self.depth = depth
         self.stride = 2 ** depth
         self.coord_features = coord_features
+        if coord_unit is not None and coord_unit <= 0:
+            raise ValueError(f"coord_unit must be > 0 px (or None), got {coord_unit}")
+        self.coord_unit = None if coord_unit is None else float(coord_unit)
         self.multi_level = multi_level
         channels = [base_channels * 2 ** i for i in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -251,17 +282,21 @@ class SparseSEUNet(nn.Module):
         self.head = InstanceHead(inst_dim, mask_dim, n_instances, num_classes, iou_objectness,
                                  prior_prob)
 
-    def _with_coords(self, parts: list[torch.Tensor]) -> torch.Tensor:
+    def _with_coords(self, parts: list[torch.Tensor], size: int, origin) -> torch.Tensor:
         if self.coord_features:
-            parts = parts + [coordinates(parts[0])]
+            stride = size // parts[0].shape[-1]
+            parts = parts + [coordinates(parts[0], self.coord_unit, origin, stride)]
         return torch.cat(parts, dim=1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, origin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``origin``: (B, 2) (y, x) pixel offsets of the inputs in their images (default 0),
+        read by the coordinate features when ``coord_unit`` is set."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"input size {tuple(x.shape[-2:])} is not a multiple of the "
                              f"network stride {self.stride} (pad it, see predict_instances)")
+        size = x.shape[-1]
         feats = []
         for k, block in enumerate(self.encoder):
             x = block(x if k == 0 else F.max_pool2d(x, 2))
@@ -273,25 +308,34 @@ class SparseSEUNet(nn.Module):
             overlap_levels = self.overlap_decoder.levels(feats)
             out["overlap"] = self.overlap_decoder.out(overlap_levels[-1])
         if self.multi_level:
-            base = self._with_coords([feats[-1]])
+            base = self._with_coords([feats[-1]], size, origin)
             inst, mask = self.inst_branches[0](base), self.mask_branches[0](base)
             for k, (level, skip) in enumerate(zip(levels, feats[-2::-1])):
                 parts = [level, skip] + ([overlap_levels[k]] if overlap_levels else [])
-                base = self._with_coords(parts)
+                base = self._with_coords(parts, size, origin)
                 inst = F.interpolate(inst, scale_factor=2, mode="bilinear", align_corners=False)
                 mask = F.interpolate(mask, scale_factor=2, mode="bilinear", align_corners=False)
                 inst = self.inst_branches[k + 1](torch.cat([base, inst], dim=1))
                 mask = self.mask_branches[k + 1](torch.cat([base, mask], dim=1))
         else:
             top = [levels[-1]] + ([overlap_levels[-1]] if overlap_levels else [])
-            base = self._with_coords(top)
+            base = self._with_coords(top, size, origin)
             inst, mask = self.inst_branches[0](base), self.mask_branches[0](base)
         out.update(self.head(inst, mask))
         return out
 
 
+def coordinate_unit(p: dict) -> float | None:
+    """Pixels per coordinate half-range: ``coord_unit``, else the training ``crop``; None
+    (per-input coordinates) for ``coord_unit`` 0 or when neither is set."""
+    unit = p.get("coord_unit")
+    if unit is None:
+        unit = p.get("crop")
+    return float(unit) if unit else None
+
+
 def build_sparse_seunet(p: dict) -> SparseSEUNet:
-    """Model from resolved params (``sparse_params``)."""
+    """Model from resolved params (``sparse_params``; the trainer's add ``crop``)."""
     check_sparse_params(p)
     return SparseSEUNet(num_classes=int(p["num_classes"]), n_instances=int(p["n_instances"]),
                         inst_dim=int(p["inst_dim"]), mask_dim=int(p["mask_dim"]),
@@ -301,7 +345,7 @@ def build_sparse_seunet(p: dict) -> SparseSEUNet:
                         overlap_head=bool(p["overlap_head"]), multi_level=bool(p["multi_level"]),
                         iou_objectness=bool(p["iou_objectness"]),
                         coord_features=bool(p["coord_features"]),
-                        prior_prob=float(p["prior_prob"]))
+                        prior_prob=float(p["prior_prob"]), coord_unit=coordinate_unit(p))
 
 
 # ----------------------------------------------------------------------------- matching
@@ -479,12 +523,13 @@ def candidate_scores(logits: torch.Tensor, mask_logits: torch.Tensor,
     return prob * maskness, cls, binary
 
 
-def _predict_window(model: SparseSEUNet, window: np.ndarray, p: dict
+def _predict_window(model: SparseSEUNet, window: np.ndarray, p: dict, origin: tuple[int, int] = (0, 0)
                     ) -> list[tuple[np.ndarray, float, int]]:
-    """Candidates above the score threshold of one window (sides multiples of the stride)."""
+    """Candidates above the score threshold of one window (sides multiples of the stride)
+    whose top-left pixel is ``origin`` (y, x) of the image."""
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None, None].to(device)
-    out = model(x)
+    out = model(x, origin=torch.tensor([origin], dtype=torch.float32))
     objectness = out["objectness"][0].float() if "objectness" in out else None
     scores, cls, binary = candidate_scores(out["logits"][0].float(), out["masks"][0].float(),
                                            objectness, float(p["mask_threshold"]))
@@ -542,7 +587,7 @@ def predict_instances(model: SparseSEUNet, gray: np.ndarray, p: dict
     results = []
     try:
         for (y, x, th, tw), ((y0, y1), (x0, x1)) in zip(windows, cores):
-            for mask, score, cat in _predict_window(model, padded[y:y + th, x:x + tw], p):
+            for mask, score, cat in _predict_window(model, padded[y:y + th, x:x + tw], p, (y, x)):
                 rr, cc = np.nonzero(mask)
                 cy, cx = y + rr.mean(), x + cc.mean()
                 if not (y0 <= cy < min(y1, h) and x0 <= cx < min(x1, w)):

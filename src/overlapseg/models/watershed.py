@@ -1,7 +1,8 @@
 """Instances from semantic predictions by marker-controlled watershed ("SEU-Net + wtshd").
 
 Brightfield thesis Sec. 4 (intro) and Table 5.7: cells are separated with the watershed
-transform using the predicted cytoplasm and nuclei. Here:
+transform using the predicted cytoplasm and nuclei; the thesis applies it to the 4-head SEU-Net
+(Sec. 5.7: "four decoupled outputting branches"), whose border head enters the relief. Here:
 
 * foreground = cytoplasm probability >= threshold;
 * markers = connected components of the predicted nucleus mask (inside the foreground),

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 from skimage import measure  # noqa: E402
 
-from overlapseg.data.canonical import DataError, read_image  # noqa: E402
+from overlapseg.data.canonical import CATEGORY_IDS, DataError, read_image  # noqa: E402
 from overlapseg.utils.io import read_json  # noqa: E402
 from overlapseg.utils.plotting import save_figure  # noqa: E402,F401 - figure writers import it from here too
 
@@ -84,16 +84,41 @@ def pick_images(gt: dict, n: int) -> list[dict]:
     return [s[2] for s in sorted(score, key=lambda s: (s[0], s[1]))[:n]]
 
 
+def drawn_predictions(predictions: list[dict], image_id: int, threshold: float | dict) -> list[dict]:
+    """The instances of one image a figure draws: score >= the threshold of their category
+    (one number, or {category name: number} as a validation-chosen threshold is stored)."""
+    names = {v: k for k, v in CATEGORY_IDS.items()}
+
+    def cut(a):
+        return float(threshold[names[a["category_id"]]]) if isinstance(threshold, dict) else float(threshold)
+
+    return sorted((a for a in predictions if a["image_id"] == image_id and a["category_id"] in names
+                   and a["score"] >= cut(a)), key=lambda a: -a["score"])
+
+
+def _threshold_label(threshold: float | dict) -> str:
+    if isinstance(threshold, dict):
+        return "score >= " + "/".join(f"{float(v):.2g}" for v in threshold.values())
+    return f"score >= {float(threshold):g}"
+
+
 def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
                        predictions: Sequence[str | os.PathLike], experiments: Sequence[str],
-                       stem: str | os.PathLike, n_images: int = 3, score_threshold: float = 0.5,
+                       stem: str | os.PathLike, n_images: int = 3,
+                       score_threshold: float | Sequence[float | dict] = 0.5,
                        labels: Sequence[str] | None = None) -> list[Path]:
-    """Rows: images; columns: image | ground truth | each model (predictions with score >= threshold).
+    """Rows: images; columns: image | ground truth | each model (predictions with score >=
+    threshold; ``score_threshold`` one for all models or one per model, e.g. each metrics
+    file's validation-chosen ``params.score_threshold``).
 
     Models are titled by ``labels`` (the tables' row names; default the experiment ids) and
     images by their split role and raw name (:func:`image_title`)."""
     if len(predictions) != len(experiments):
         raise ValueError(f"{len(predictions)} prediction files for {len(experiments)} experiment names")
+    thresholds = (list(score_threshold) if isinstance(score_threshold, (list, tuple))
+                  else [score_threshold] * len(experiments))
+    if len(thresholds) != len(experiments):
+        raise ValueError(f"{len(thresholds)} score thresholds for {len(experiments)} experiment names")
     gt = read_json(gt_json)
     preds = []
     for p in predictions:
@@ -114,11 +139,9 @@ def qualitative_figure(data_dir: str | os.PathLike, gt_json: str | os.PathLike,
         axes[r, 0].set_yticks([])
         draw_instances(axes[r, 1], image, [a for a in gt["annotations"] if a["image_id"] == img["id"]],
                         "ground truth")
-        for c, (name, pr) in enumerate(zip(_labels(experiments, labels), preds)):
-            anns = sorted((a for a in pr if a["image_id"] == img["id"] and a["score"] >= score_threshold
-                           and a["category_id"] in (1, 2)), key=lambda a: -a["score"])
-            draw_instances(axes[r, 2 + c], image, anns,
-                           _wrap(f"{name} ({len(anns)} with score >= {score_threshold:g})"))
+        for c, (name, pr, thr) in enumerate(zip(_labels(experiments, labels), preds, thresholds)):
+            anns = drawn_predictions(pr, img["id"], thr)
+            draw_instances(axes[r, 2 + c], image, anns, _wrap(f"{name} ({len(anns)} with {_threshold_label(thr)})"))
     fig.suptitle("Contours coloured by instance; hatched: pixels covered by two or more cells", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
@@ -206,13 +229,18 @@ def write_figures(data_dir, gt_json, predictions, metrics_paths, experiments, ou
                   n_images: int = 3, score_threshold: float = 0.5,
                   labels: Sequence[str] | None = None) -> list[Path]:
     """The three report figures for one dataset: {dataset}_qualitative / _pr_curves / _ap_vs_overlap.
-    Models are named by ``labels`` (the tables' row names) when given, else by experiment id."""
+
+    Models are named by ``labels`` (the tables' row names) when given, else by experiment id.
+    The qualitative figure draws each model's predictions at the score threshold its metrics
+    used (``params.score_threshold``, e.g. chosen on validation); ``score_threshold`` only for
+    metrics files without one."""
     metrics = [read_json(p) for p in metrics_paths]
     if len(metrics) != len(experiments):
         raise ValueError(f"{len(metrics)} metrics files for {len(experiments)} experiment names")
     names = _labels(experiments, labels)
+    thresholds = [(m.get("params") or {}).get("score_threshold", score_threshold) for m in metrics]
     out_dir = Path(out_dir)
     return (qualitative_figure(data_dir, gt_json, predictions, experiments, out_dir / f"{dataset}_qualitative",
-                               n_images, score_threshold, labels=names)
+                               n_images, thresholds, labels=names)
             + pr_figure(metrics, names, out_dir / f"{dataset}_pr_curves")
             + ap_vs_overlap_figure(metrics, names, out_dir / f"{dataset}_ap_vs_overlap"))

@@ -68,8 +68,12 @@ def overlap_ratio(cells: np.ndarray) -> float:
 
 
 def is_discrete(cells: np.ndarray, max_cells: int, max_overlap: float) -> bool:
-    """Discrete (non-clustered) image: few cells or barely overlapping ones."""
-    return len(cells) <= max_cells or overlap_ratio(cells) < max_overlap
+    """Discrete (non-clustered) image: few cells *and* barely overlapping ones.
+
+    Both conditions: the CC framework's discrete pool (DPETC, Sec. 3.1) holds isolated cells, so
+    three heavily overlapping cells are a clump even though they are few.
+    """
+    return len(cells) <= max_cells and overlap_ratio(cells) < max_overlap
 
 
 def select_pool(ds: CanonicalDataset, names: Sequence[str], pool: str = "discrete",

@@ -357,6 +357,9 @@ class Trainer:
     LOSS_METHODS: ClassVar[tuple[str, ...]] = ("losses",)
     #: instance models predict COCO results; generators (GANs) synthesise datasets instead
     PRODUCES_INSTANCES: ClassVar[bool] = True
+    #: the semantic maps are the instances above a score threshold (``instance_outputs``), so
+    #: the evaluator can rebuild them at a validation-chosen threshold
+    SEMANTIC_FROM_INSTANCES: ClassVar[bool] = False
     USES_TEACHER: ClassVar[bool] = False
     #: the network has a torchvision ResNet backbone: ``init`` may be imagenet or {file: ...}
     IMAGENET_BACKBONE: ClassVar[bool] = False

@@ -147,6 +147,7 @@ class MaskRCNNTrainer(Trainer):
     INFERENCE_KEYS = ("score_threshold", "semantic_score", "mask_threshold", "max_side", "tile_overlap",
                       "detections_per_image")
     IMAGENET_BACKBONE = True
+    SEMANTIC_FROM_INSTANCES = True
     INIT_PARTS = {"all": ("",), "backbone": ("backbone.",)}  # backbone: ResNet + FPN / laterals
 
     def build_model(self) -> torch.nn.Module:

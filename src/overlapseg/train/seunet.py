@@ -139,6 +139,13 @@ class SemanticData:
 
 
 def _random_crop(stack: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    return random_crop_at(stack, crop, rng)[0]
+
+
+def random_crop_at(stack: np.ndarray, crop: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, tuple[int, int]]:
+    """A random ``crop`` x ``crop`` window (reflect-padded when the image is smaller) and the
+    (y, x) of its top-left pixel in the image (negative inside the padding)."""
     _, h, w = stack.shape
     ph, pw = max(0, crop - h), max(0, crop - w)
     if ph or pw:
@@ -147,7 +154,7 @@ def _random_crop(stack: np.ndarray, crop: int, rng: np.random.Generator) -> np.n
         h, w = stack.shape[1:]
     y = int(rng.integers(0, h - crop + 1))
     x = int(rng.integers(0, w - crop + 1))
-    return stack[:, y:y + crop, x:x + crop]
+    return stack[:, y:y + crop, x:x + crop], (y - ph // 2, x - pw // 2)
 
 
 def augment(stack: np.ndarray, n_targets: int, rng: np.random.Generator, cfg: dict) -> np.ndarray:

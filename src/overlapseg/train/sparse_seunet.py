@@ -19,7 +19,7 @@ from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seune
                                              check_sparse_params, predict_instances, sparse_losses)
 from overlapseg.train.base import DataRef, register
 from overlapseg.train.maskrcnn import instance_outputs
-from overlapseg.train.seunet import SEUNET_DEFAULTS, SEUNetTrainer, _load_map, _random_crop, augment
+from overlapseg.train.seunet import SEUNET_DEFAULTS, SEUNetTrainer, _load_map, augment, random_crop_at
 
 
 class InstanceStacks:
@@ -68,6 +68,7 @@ class SparseSEUNetTrainer(SEUNetTrainer):
                     "n_instances": 8, "inst_dim": 8, "mask_dim": 8, "branch_convs": 1,
                     "lr": 1e-3, "tile": 48, "stride": 24}
     INFERENCE_KEYS = ("tile", "stride", "mask_threshold", "score_threshold")
+    SEMANTIC_FROM_INSTANCES = True
 
     @classmethod
     def validate_params(cls, p: dict) -> None:
@@ -99,13 +100,17 @@ class SparseSEUNetTrainer(SEUNetTrainer):
         """No output-bias priors: the instance head starts at its own focal prior."""
 
     def sample_batch(self, data: InstanceStacks, rng: np.random.Generator):
+        """Crops with their instance targets, overlap maps and (y, x) origins in their images
+        (the coordinate features measure position from the image origin)."""
         crop = int(self.params["crop"])
-        images, targets, maps = [], [], []
+        images, targets, maps, origins = [], [], [], []
         for _ in range(int(self.params["batch_size"])):
             index = self.draw(data, rng)
             stack, labels = data.items[index]
             n = len(labels)
-            out = augment(_random_crop(stack, crop, rng), n, rng, self.params["augment"])
+            window, origin = random_crop_at(stack, crop, rng)
+            origins.append(origin)
+            out = augment(window, n, rng, self.params["augment"])
             masks = out[1:1 + n] > 0.5
             keep = masks.reshape(n, -1).any(axis=1)
             images.append(torch.from_numpy(out[:1].copy()))
@@ -114,11 +119,12 @@ class SparseSEUNetTrainer(SEUNetTrainer):
                             SCOPE_KEY: scope_tensor(data.scopes[index])})
             if data.with_map:
                 maps.append(torch.from_numpy(out[1 + n].copy()))
-        return torch.stack(images), targets, (torch.stack(maps) if maps else None)
+        return (torch.stack(images), targets, (torch.stack(maps) if maps else None),
+                torch.tensor(origins, dtype=torch.float32))
 
     def losses(self, model, batch) -> dict[str, torch.Tensor]:
-        x, targets, prob_map = batch
-        return sparse_losses(model(x), targets, self.params, prob_map=prob_map)
+        x, targets, prob_map, origin = batch
+        return sparse_losses(model(x, origin=origin), targets, self.params, prob_map=prob_map)
 
     def predict_image(self, model, image: np.ndarray, image_id: int):
         found = predict_instances(model, image, self.params)
