@@ -3,6 +3,11 @@ rule evaluate:
         gt=lambda wc: paths.split_annotations(wc.dataset, "test"),
         pred=paths.PREDICTIONS,
         semantic=paths.SEMANTIC,
+        # the thresholds come from the validation split of the dataset the model trained on
+        **({"val_gt": lambda wc: paths.split_annotations(STUDY.train_dataset(wc.experiment), "val"),
+            "val_pred": lambda wc: paths.PREDICTIONS_VAL.format(dataset=STUDY.train_dataset(wc.experiment),
+                                                                experiment=wc.experiment)}
+           if VAL_PREDICTIONS else {}),
     output:
         paths.METRICS,
     log:
@@ -12,6 +17,9 @@ rule evaluate:
         overlap_bins=config["evaluate"]["overlap_bins"],
         boundary_dilation=config["evaluate"]["boundary_dilation"],
         score_threshold=config["evaluate"]["score_threshold"],
+        fixed_threshold=config["evaluate"]["fixed_threshold"],
+        threshold_criterion=config["evaluate"]["threshold_criterion"],
+        max_detections=config["evaluate"]["max_detections"],
         isbi_criterion=config["evaluate"]["isbi_criterion"],
         border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
         config=lambda wc: STUDY.provenance_config(wc.experiment),

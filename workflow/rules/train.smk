@@ -44,6 +44,11 @@ rule train:
         "../scripts/train.py"
 
 
+# thresholds chosen on validation (evaluate.score_threshold: validation): predict the val split too
+VAL_PREDICTIONS = ({"predictions_val": paths.PREDICTIONS_VAL, "semantic_val": temp(directory(paths.SEMANTIC_VAL))}
+                   if config["evaluate"]["score_threshold"] == "validation" else {})
+
+
 rule predict:
     input:
         model=lambda wc: STUDY.model_file(wc.experiment),
@@ -52,6 +57,7 @@ rule predict:
     output:
         predictions=paths.PREDICTIONS,
         semantic=directory(paths.SEMANTIC),
+        **VAL_PREDICTIONS,
     log:
         "logs/{dataset}/predict_{experiment}.log",
     params:

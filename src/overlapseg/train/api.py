@@ -107,6 +107,18 @@ def predict_split(model: str, model_file, data, splits, split: str, out_json, se
                  params, device, expected=model)
 
 
+def predict_splits(model: str, model_file, data, splits, outputs: dict, params: dict,
+                   device: str = "auto") -> None:
+    """``predict_split`` for several splits with one loaded model: ``outputs`` maps a split
+    name to its (COCO results JSON, semantic folder)."""
+    from overlapseg.train.base import Trainer  # noqa: F401 - the registry
+
+    names = _read_splits(splits)
+    trainer, net = get_trainer(model).load(Path(model_file).parent, resolve_device(device), params)
+    for split, (out_json, semantic_dir) in outputs.items():
+        trainer.predict(net, DataRef(Path(data), names[split]), Path(out_json), Path(semantic_dir))
+
+
 def predict_data(model_dir, data: DataRef, out_json, semantic_dir, params: dict | None = None,
                  device: str = "auto", expected: str | None = None) -> None:
     """Predict the images of ``data`` with the model stored in ``model_dir`` (any trainer).
