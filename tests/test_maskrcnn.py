@@ -96,8 +96,11 @@ def test_more_iterations_continue_from_the_final_checkpoint(data, trained, tmp_p
 
 
 def test_nan_loss_fails_with_context_and_writes_no_checkpoint(data, tmp_path):
+    with pytest.raises(ValueError, match=r"param lr=nan: must be a finite number"):  # caught at load
+        fit(data, tmp_path / "nan_lr", {**PARAMS, "lr": float("nan")}, seed=0)
+    # a diverging run (finite but absurd lr) is stopped at the first non-finite loss
     with pytest.raises(FloatingPointError, match=r"'nan_run': non-finite training loss at iteration \d"):
-        fit(data, tmp_path / "nan_run", {**PARAMS, "lr": float("nan")}, seed=0)
+        fit(data, tmp_path / "nan_run", {**PARAMS, "lr": 1e30, "grad_clip": None}, seed=0)
     assert not (tmp_path / "nan_run" / "model.pt").exists()
     assert not (tmp_path / "nan_run" / "checkpoints" / "last.pt").exists()
 

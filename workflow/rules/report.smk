@@ -10,18 +10,6 @@ include: "report_common.smk"
 report: "../report/workflow.rst"
 
 
-from overlapseg.report.captions import caption_rows
-
-
-def table_caption_info(dataset, names):
-    """caption_info of a table (overlapseg.report.captions): the test dataset, its format and
-    split preset, and each row's training budget. Smoke-test rows: pass smoke= to caption_rows."""
-    ds = config["datasets"][dataset]
-    return {"dataset": dataset, "format": ds.get("format"),
-            "preset": (ds.get("splits") or {}).get("preset"),
-            "rows": caption_rows(STUDY.experiments, names)}
-
-
 rule report_table:
     input:
         metrics=lambda wc: STUDY.metrics_files(wc.dataset),
@@ -52,7 +40,7 @@ rule report_table:
     params:
         experiments=lambda wc: STUDY.experiments_on(wc.dataset),
         labels=lambda wc: STUDY.labels(STUDY.experiments_on(wc.dataset)),
-        caption=lambda wc: table_caption_info(wc.dataset, STUDY.experiments_on(wc.dataset)),
+        caption=lambda wc: STUDY.caption_info(wc.dataset, STUDY.experiments_on(wc.dataset)),
     threads: 1
     conda:
         CONDA_ENV
@@ -124,7 +112,7 @@ rule study_table:
     params:
         spec=lambda wc: STUDY.tables[wc.table],
         labels=lambda wc: STUDY.labels(STUDY.tables[wc.table]["experiments"]),
-        caption=lambda wc: table_caption_info(wc.dataset, STUDY.tables[wc.table]["experiments"]),
+        caption=lambda wc: STUDY.caption_info(wc.dataset, STUDY.tables[wc.table]["experiments"]),
     threads: 1
     conda:
         CONDA_ENV

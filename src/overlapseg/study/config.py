@@ -22,7 +22,7 @@ from overlapseg.utils.cli import non_finite_path
 
 MAX_MESSAGE = 240  # characters of a schema message (it may quote a whole config section)
 PROFILE_ONLY_KEYS = ("catalogue", "defaults", "budgets")
-EXPERIMENT_BUDGET_KEYS = {"threads", "params"}
+EXPERIMENT_BUDGET_KEYS = {"threads", "params", "smoke"}
 GENERATOR_BUDGET_KEYS = {"threads", "params", "n"}
 DEFAULT_KEYS = {"dataset", "test", "max_seeds"}
 LABEL_FIELDS = ("depth", "iterations", "init")
@@ -117,8 +117,9 @@ def _resolve_experiment(name: str, entry: dict, override: dict | None, budgets: 
     params = deep_merge(params, (override or {}).get("params"))
     out = {k: v for k, v in spec.items() if k != "params"}
     out["params"] = params
-    if "threads" not in out and "threads" in budget:
-        out["threads"] = budget["threads"]
+    for key in ("threads", "smoke"):
+        if key not in out and key in budget:
+            out[key] = budget[key]
     if "train" not in out and defaults.get("dataset"):
         out["train"] = {"dataset": defaults["dataset"]}
     if "test" not in out and defaults.get("test"):

@@ -286,6 +286,22 @@ class StudyPlan:
         spec = self.inputs(name)
         return mix_caption(spec["sources"], spec["mix"])
 
+    def caption_info(self, dataset: str, names) -> dict:
+        """``caption_info`` of a table (overlapseg.report.captions): the test dataset, its format
+        and split preset, each row's resolved training budget (smoke-test rows flagged) and the
+        profile's caption notes."""
+        from overlapseg.report.captions import caption_rows
+        from overlapseg.train.base import get_trainer
+
+        ds = self.config["datasets"][dataset]
+        resolved = {e: {**self.experiments[e], "params": get_trainer(self.experiments[e]["model"])
+                        .resolve_params(self.experiments[e].get("params"))} for e in names}
+        smoke = {e for e in names if self.experiments[e].get("smoke")}
+        return {"dataset": dataset, "format": ds.get("format"),
+                "preset": (ds.get("splits") or {}).get("preset"),
+                "rows": caption_rows(resolved, names, smoke=smoke),
+                "notes": list(self.config["report"].get("caption_notes") or [])}
+
     def raw_input(self, dataset: str) -> list[str]:
         """Rendered demo files, or the user's raw folder (a missing folder fails the dry run)."""
         ds = self.datasets[dataset]

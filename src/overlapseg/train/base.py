@@ -90,8 +90,10 @@ class DataRef:
         if self.annotated is not None:
             return tuple(self.annotated)
         if dataset is None:
-            from overlapseg.data.canonical import CanonicalDataset
+            from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset
 
+            if not (Path(self.root) / "annotations.json").is_file():
+                return tuple(CATEGORY_IDS)  # not written yet (a fingerprint before the data exists)
             dataset = CanonicalDataset(self.root)
         return dataset.annotated
 
