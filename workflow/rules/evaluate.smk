@@ -22,6 +22,7 @@ rule evaluate:
         max_detections=config["evaluate"]["max_detections"],
         isbi_criterion=config["evaluate"]["isbi_criterion"],
         border_width=lambda wc: DATASETS[wc.dataset]["border_width"],
+        semantic_from_instances=lambda wc: STUDY.semantic_from_instances(wc.experiment),
         config=lambda wc: STUDY.provenance_config(wc.experiment),
         seed=lambda wc: STUDY.seed(wc.experiment),
     wildcard_constraints:

@@ -28,9 +28,8 @@ if semantic and not any(Path(semantic).glob("*.npz")):
 threshold = getattr(par, "score_threshold", 0.5)
 from_predictions = False
 if threshold == "validation" and semantic:
-    from overlapseg.train.api import get_trainer
-
-    from_predictions = get_trainer(par.config["experiment"]["model"]).SEMANTIC_FROM_INSTANCES
+    # decided when the workflow is parsed (rule param), so evaluate jobs never import torch
+    from_predictions = bool(getattr(par, "semantic_from_instances", False))
 metrics = evaluate(inp.gt, inp.pred, categories=tuple(par.categories),
                    semantic_dir=None if from_predictions else semantic,
                    semantic_from_predictions=from_predictions,

@@ -302,6 +302,13 @@ class StudyPlan:
                 "rows": caption_rows(resolved, names, smoke=smoke),
                 "notes": list(self.config["report"].get("caption_notes") or [])}
 
+    def semantic_from_instances(self, name: str) -> bool:
+        """Whether an experiment's pixel metrics come from its instance predictions above the
+        chosen threshold (instance models) rather than its own semantic maps."""
+        from overlapseg.train.base import get_trainer
+
+        return bool(getattr(get_trainer(self.experiments[name]["model"]), "SEMANTIC_FROM_INSTANCES", False))
+
     def raw_input(self, dataset: str) -> list[str]:
         """Rendered demo files, or the user's raw folder (a missing folder fails the dry run)."""
         ds = self.datasets[dataset]
