@@ -114,3 +114,42 @@ def test_snakemake_dry_run_shows_the_line_not_the_schema(tmp_path):
         assert "Failed validating" not in out and "schema[" not in out
         assert len(out.splitlines()) < 25, out
         assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("edit, line", [
+    # issue 31 item 5: every name that must refer to something is checked at config load
+    (dict(experiments__seg__train={"dataset": "demo2"}),
+     "config: experiment 'seg': train.dataset 'demo2' is not a dataset of the config (known: demo)"),
+    (dict(experiments__seg__test=["demo", "isbi"]),
+     "config: experiment 'seg': test dataset 'isbi' is not a dataset of the config (known: demo)"),
+    (dict(report={"figure_experiments": ["seg", "segg"]}),
+     "config: report.figure_experiments: unknown experiment 'segg'"),
+    (dict(report={"tables": {"t": {"experiments": ["seg", "sge"]}}}),
+     "config: report table 't' names unknown experiments ['sge']"),
+    (dict(verify={"experiments": ["nope"]}), "config: verify.experiments names unknown experiments ['nope']"),
+    (dict(segment={"lab": {"model": "nope", "images": "x"}}), "config: segment.lab.model: unknown experiment 'nope'"),
+])
+def test_names_that_refer_to_nothing_fail_at_load_naming_the_key(edit, line):
+    with pytest.raises(ValueError) as err:
+        validate_config(config(**edit), SCHEMA)
+    assert str(err.value) == line
+
+
+def test_a_failing_job_prints_its_one_line_error_on_the_console(tmp_path):
+    """issue 25: a bad split preset used to show `Error in rule splits: message: None` with the
+    reason only inside a traceback in logs/; the job's one line is on the console now."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["demo"]["splits"] = {"preset": "isbi2014-official"}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+                           "-d", str(tmp_path), "--cores", "1", "results/demo/splits.json",
+                           "--configfile", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    lines = [ln for ln in out.splitlines() if ln.startswith("error in splits dataset=demo: ")]
+    assert len(lines) == 1, out[-3000:]
+    assert "needs the raw test set" in lines[0] and "(traceback: logs/demo/splits.log)" in lines[0]
+    assert "Traceback" not in out  # the traceback is in the log only
+    assert "Traceback" in (tmp_path / "logs" / "demo" / "splits.log").read_text()
+    assert not (tmp_path / "results" / "demo" / "splits.json").exists()
