@@ -126,7 +126,8 @@ def test_snakemake_dry_run_shows_the_line_not_the_schema(tmp_path):
      "config: report.figure_experiments: unknown experiment 'segg'"),
     (dict(report={"tables": {"t": {"experiments": ["seg", "sge"]}}}),
      "config: report table 't' names unknown experiments ['sge']"),
-    (dict(verify={"experiments": ["nope"]}), "config: verify.experiments names unknown experiments ['nope']"),
+    (dict(verify={"experiments": ["nope"]}), "config: verify.experiments names unknown experiments ['nope'] "
+                                             "(experiments of the config; a seed run is verified through its experiment)"),
     (dict(segment={"lab": {"model": "nope", "images": "x"}}), "config: segment.lab.model: unknown experiment 'nope'"),
 ])
 def test_names_that_refer_to_nothing_fail_at_load_naming_the_key(edit, line):
