@@ -16,16 +16,8 @@ import tracemalloc
 
 import numpy as np
 
+from bench_large_image import _ellipse  # same synthetic cell shape (run from benchmarks/ or as a script)
 from overlapseg.data.canonical import CATEGORIES, encode_crop
-
-
-def _ellipse(ry: float, rx: float, angle: float) -> np.ndarray:
-    """Bool crop of a rotated ellipse (semi-axes ry, rx px)."""
-    r = int(np.ceil(max(ry, rx)))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
-    c, s = np.cos(angle), np.sin(angle)
-    u, v = c * xx + s * yy, -s * xx + c * yy
-    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
 
 
 def _place(crop: np.ndarray, y0: int, x0: int, size: int) -> dict:

@@ -98,6 +98,23 @@ def discriminator_loss(D: nn.Module, cond: torch.Tensor, fake: torch.Tensor, rea
     return {"total": 0.5 * (loss_real + loss_fake), "real": loss_real, "fake": loss_fake}
 
 
+def _accumulated_step(opts, optimizer, params, losses, D, batches, fakes, prefix: str) -> dict:
+    """One optimiser step over the micro-batches: each one's ``losses(D, cond, fake, real)``
+    (finite-checked, scaled by 1/n) is back-propagated, then ``optimizer`` steps once.
+    Returns the mean of each named loss."""
+    n = len(batches)
+    optimizer.zero_grad(set_to_none=True)
+    mean: dict[str, torch.Tensor] = {}
+    for (cond, real), fake in zip(batches, fakes):
+        with opts.autocast():
+            parts = {k: v.float() for k, v in losses(D, cond, fake, real).items()}
+        opts.check(parts["total"], {f"{prefix}_{k}": v for k, v in parts.items()})
+        opts.backward(parts["total"] / n)
+        mean = mean_losses(mean, parts, n)
+    opts.step(optimizer, params)
+    return mean
+
+
 def pix2pix_update(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                    opt_d: torch.optim.Optimizer, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                    lambda_l1: float = PIX2PIX_DEFAULTS["lambda_l1"], gan_mode: str = "vanilla",
@@ -114,30 +131,13 @@ def pix2pix_update(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
         d_losses = lambda D_, c, f, r: discriminator_loss(D_, c, f, r, gan_mode)  # noqa: E731
     if g_losses is None:
         g_losses = lambda D_, c, f, r: generator_loss(D_, c, f, r, lambda_l1, gan_mode)  # noqa: E731
-    n = len(batches)
     with opts.autocast():
         fakes = [G(cond) for cond, _ in batches]  # one draw per batch, seen by D and G alike
     set_requires_grad(D, True)
-    opt_d.zero_grad(set_to_none=True)
-    d_mean: dict[str, torch.Tensor] = {}
-    for (cond, real), fake in zip(batches, fakes):
-        with opts.autocast():
-            d = {k: v.float() for k, v in d_losses(D, cond, fake, real).items()}
-        opts.check(d["total"], {f"D_{k}": v for k, v in d.items()})
-        opts.backward(d["total"] / n)
-        d_mean = mean_losses(d_mean, d, n)
-    opts.step(opt_d, D.parameters())
+    d_mean = _accumulated_step(opts, opt_d, D.parameters(), d_losses, D, batches, fakes, "D")
     set_requires_grad(D, False)
-    opt_g.zero_grad(set_to_none=True)
-    g_mean: dict[str, torch.Tensor] = {}
     try:
-        for (cond, real), fake in zip(batches, fakes):
-            with opts.autocast():
-                g = {k: v.float() for k, v in g_losses(D, cond, fake, real).items()}
-            opts.check(g["total"], {f"G_{k}": v for k, v in g.items()})
-            opts.backward(g["total"] / n)
-            g_mean = mean_losses(g_mean, g, n)
-        opts.step(opt_g, G.parameters())
+        g_mean = _accumulated_step(opts, opt_g, G.parameters(), g_losses, D, batches, fakes, "G")
     finally:
         set_requires_grad(D, True)
     return {**{f"G_{k}": v for k, v in g_mean.items()}, **{f"D_{k}": v for k, v in d_mean.items()}}
