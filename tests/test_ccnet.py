@@ -6,7 +6,7 @@ import torchvision
 
 from overlapseg.models import cc_keypoints as kp
 from overlapseg.models.ccnet import (CC_DEFAULTS, LOSS_NAMES, CoordinateAttention, boundary_targets,
-                                     build_ccnet, jitter_boxes, mask_boxes,
+                                     build_ccnet, jitter_boxes, keypoint_levels, mask_boxes,
                                      penalty_reduced_focal_loss)
 
 torch.set_num_threads(1)
@@ -201,6 +201,30 @@ def test_detector_recovers_boxes_from_perfect_maps_after_resize():
     order = det["boxes"][:, 0].argsort()
     assert torch.allclose(det["boxes"][order], BOXES[BOXES[:, 0].argsort()], atol=1e-4)
     assert det["labels"][order].tolist() == LABELS[BOXES[:, 0].argsort()].tolist()
+
+
+def test_keypoint_levels_read_the_maps_at_the_ground_truth(monkeypatch):
+    """cc-levels diagnostics: exact target maps give peaks ~1, full-disc votes ~1 and nothing
+    far from the keypoints; cytoplasm corners switched off read 0 while their centres stay."""
+    model = build_ccnet({**TINY, "kd_strides": [4]})
+    t = kp.keypoint_targets(BOXES, LABELS, 2, (16, 16), 4, 2)
+    heat = t["heatmap"].clone()
+    heat[0, :4] = 0  # no cytoplasm corner fires: the short-budget failure cc-levels shows
+    maps = {"heatmap": ((heat * 2 - 1) * 30)[None], "offset": t["offset"][None],
+            "displacement": t["displacement"][None]}
+    monkeypatch.setattr(model.kd, "maps", lambda features: [maps])
+    levels = keypoint_levels(model, torch.zeros(3, 64, 64), {"boxes": BOXES, "labels": LABELS})
+    cyto, nuc = levels["cytoplasm"], levels["nucleus"]
+    assert len(cyto["corner"]["peak"]) == 4 * 3 and len(cyto["centre"]["peak"]) == 3
+    assert len(nuc["corner"]["vote"]) == 4 * 2
+    assert max(cyto["corner"]["peak"]) < 1e-6 and max(cyto["corner"]["vote"]) < 1e-6
+    assert min(cyto["centre"]["peak"]) > 0.99 and min(nuc["corner"]["peak"]) > 0.99
+    # a keypoint's full disc of certain, exact votes scores about 1 (hough_score_map); the image
+    # border cuts the discs of some corners, so the median is the robust check
+    votes = sorted(nuc["corner"]["vote"] + nuc["centre"]["vote"])
+    assert 0.8 < votes[len(votes) // 2] < 1.2
+    assert cyto["background"] < 1e-6 and nuc["background"] < 1e-6
+    assert model.training  # restored
 
 
 def test_training_is_bitwise_deterministic_and_learns():

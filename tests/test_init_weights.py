@@ -257,6 +257,28 @@ def test_warm_start_from_another_experiment(dataset, tmp_path):
     assert any(type(m).__name__ == "FrozenBatchNorm2d" for m in loaded.modules())
 
 
+def test_donet_nucleus_stage_warm_starts_from_the_source_heads(tmp_path):
+    """With MRP, DoNet's second stage (nucleus RPN and RoI heads) has no namesake in a Mask
+    R-CNN: the trainer's aliases start it as the source's RPN and RoI heads."""
+    source = MaskRCNNTrainer(SMALL).build_model().state_dict()
+    for name in source:  # distinguishable from any fresh initialisation
+        if source[name].is_floating_point():
+            source[name] = torch.full_like(source[name], 0.25)
+    model = DoNetTrainer({**SMALL, **ABLATIONS["donet"]}).build_model()
+    loaded, skipped = weights.copy_matching(model, source, ("",), DoNetTrainer.INIT_ALIASES)
+    state = model.state_dict()
+    nucleus = [k for k in state if k.startswith(("nucleus_rpn.", "nucleus_roi_heads."))
+               and k[len("nucleus_"):] in source]  # DoNet's own heads have no namesake
+    assert len(nucleus) > 10 and set(nucleus) <= set(loaded)
+    for own, src in [("nucleus_rpn.head.conv.0.0.weight", "rpn.head.conv.0.0.weight"),
+                     ("nucleus_roi_heads.box_head.fc6.weight", "roi_heads.box_head.fc6.weight")]:
+        assert torch.equal(state[own], source[src])
+    # without aliases the nucleus stage keeps its random initialisation
+    fresh = DoNetTrainer({**SMALL, **ABLATIONS["donet"]}).build_model()
+    plain, _ = weights.copy_matching(fresh, source)
+    assert not any(k.startswith("nucleus_") for k in plain) and not skipped
+
+
 # ----------------------------------------------------------------------------- params
 def test_init_param_is_checked():
     assert MaskRCNNTrainer.resolve_params({"init": {"from": "x"}})["init"] == {"from": "x", "part": "all"}

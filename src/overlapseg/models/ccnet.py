@@ -580,3 +580,51 @@ def build_ccnet(p: dict | None = None, frozen_bn: bool = False) -> CCNet:
     mean, std = input_normalisation(frozen_bn)
     transform = native_transform(GeneralizedRCNNTransform(p["image_size"], p["image_size"], mean, std))
     return CCNet(backbone, kd, cacs, transform)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+@torch.no_grad()
+def keypoint_levels(model: CCNet, image: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """How strongly the keypoint detector fires at one image's ground-truth keypoints.
+
+    Per class (``cytoplasm``, ``nucleus``) and keypoint group (``corner``: the four box
+    corners; ``centre``): ``peak``, the heatmap probability's maximum inside each ground-truth
+    keypoint's disc (what the heatmap threshold must pass), and ``vote``, the Hough vote score
+    of the block holding the keypoint (what decoding thresholds and box scores are made of),
+    one value per keypoint; ``background``: the largest heatmap probability farther than twice
+    the disc radius from every keypoint of its channel (what the threshold must reject). ``image`` (3, H, W) in [0, 1]; ``target`` boxes (xyxy px) and labels (1-based).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        batch, targets = model.transform([image], [{k: v for k, v in target.items()}])
+        features = model.backbone(batch.tensors)
+        maps = model.kd.maps(features)[0]
+    finally:
+        model.train(was_training)
+    kd = model.kd
+    stride, radius = kd.strides[0], kd.radius
+    heat = maps["heatmap"][0].sigmoid()  # (C, 5, Hc, Wc)
+    classes, types, hc, wc = heat.shape
+    score, _ = kp.hough_score_map(heat.flatten(0, 1), maps["offset"][0].flatten(0, 1), radius)
+    boxes, labels = targets[0]["boxes"], targets[0]["labels"]
+    # "background": farther than twice the disc radius from every keypoint of the channel
+    near = kp.keypoint_targets(boxes, labels, classes, (hc, wc), stride, 2 * radius)["heatmap"]
+    gy, gx = torch.meshgrid(torch.arange(hc, dtype=heat.dtype), torch.arange(wc, dtype=heat.dtype),
+                            indexing="ij")
+    out = {}
+    for c, name in enumerate(("cytoplasm", "nucleus")[:classes]):
+        points = kp.box_keypoints(boxes[labels == c + 1]) / stride  # (n, 5, 2) in cells
+        levels = {"corner": {"peak": [], "vote": []}, "centre": {"peak": [], "vote": []}}
+        for point in points:
+            for t in range(types):
+                cell = point[t].floor()
+                disc = (gx - cell[0]).square() + (gy - cell[1]).square() <= radius * radius
+                group = levels["centre" if kp.KEYPOINT_TYPES[t] == "centre" else "corner"]
+                group["peak"].append(float(heat[c, t][disc].max()) if disc.any() else 0.0)
+                bx, by = (point[t] + kp.CANVAS_MARGIN).floor().long().tolist()
+                by, bx = min(max(by, 0), score.shape[1] - 1), min(max(bx, 0), score.shape[2] - 1)
+                group["vote"].append(float(score[c * types + t, by, bx]))
+        outside = heat[c][near[c] == 0]
+        out[name] = {**levels, "background": float(outside.max()) if outside.numel() else 0.0}
+    return out

@@ -180,18 +180,29 @@ def load_resnet_weights(body: nn.Module, path: str | Path, arch: str) -> int:
     return len(needed)
 
 
-def copy_matching(model: nn.Module, source: dict, prefixes: Iterable[str] = ("",)) -> tuple[list[str], list[str]]:
+def copy_matching(model: nn.Module, source: dict, prefixes: Iterable[str] = ("",),
+                  aliases: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """Warm start: copy every tensor of ``source`` whose name starts with one of ``prefixes``
-    and that ``model`` has with the same shape. Returns (names loaded, source names skipped)."""
+    and that ``model`` has with the same shape. ``aliases`` ({own prefix: source prefix}) then
+    fill this model's remaining tensors under an own prefix from the source tensor of the same
+    name under the source prefix (e.g. a second detection stage started from the first).
+    Returns (own names loaded, source names skipped)."""
     prefixes = tuple(prefixes)
     own = model.state_dict()
-    loaded, skipped = [], []
+    state, skipped = {}, []
     for name, value in source.items():
         if not name.startswith(prefixes):
             continue
         if name in own and torch.is_tensor(value) and own[name].shape == value.shape:
-            loaded.append(name)
+            state[name] = value
         else:
             skipped.append(name)
-    model.load_state_dict({k: source[k] for k in loaded}, strict=False)
-    return loaded, skipped
+    for own_prefix, source_prefix in (aliases or {}).items():
+        for name in own:
+            if name in state or not name.startswith(own_prefix) or not name.startswith(prefixes):
+                continue
+            value = source.get(source_prefix + name[len(own_prefix):])
+            if torch.is_tensor(value) and value.shape == own[name].shape:
+                state[name] = value
+    model.load_state_dict(state, strict=False)
+    return list(state), skipped

@@ -367,6 +367,9 @@ class Trainer:
     IMAGENET_BACKBONE: ClassVar[bool] = False
     #: ``init: {from: ..., part: NAME}``: state-dict name prefixes each part copies
     INIT_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("",)}
+    #: ``init: {from: ...}``: {own prefix: source prefix} for tensors the source lacks by name
+    #: (e.g. DoNet's nucleus stage starts as the source detector's RPN and RoI heads)
+    INIT_ALIASES: ClassVar[dict[str, str]] = {}
     _RUN_KEYS = ("iterations", "checkpoint_every", "threads", "workers")
 
     def __init__(self, params: dict | None = None, seed: int = 0, device: str = "cpu",
@@ -549,7 +552,7 @@ class Trainer:
             return
         source = read_model_file(path)["state_dict"]
         prefixes = self.INIT_PARTS[init["part"]]
-        loaded, skipped = weights.copy_matching(model, source, prefixes)
+        loaded, skipped = weights.copy_matching(model, source, prefixes, self.INIT_ALIASES)
         if not loaded:
             raise ValueError(f"{path}: no tensor of experiment {init['source']!r} "
                              f"({init['source_trainer']}) matches this {self.name} model by name and "

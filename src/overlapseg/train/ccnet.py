@@ -6,9 +6,13 @@ branch's freeze/unfreeze schedule follows the loop's ``set_progress`` calls.
 """
 from __future__ import annotations
 
-from overlapseg.models.ccnet import CC_DEFAULTS, build_ccnet
-from overlapseg.train.base import register
-from overlapseg.train.maskrcnn import DETECTION_DEFAULTS, MaskRCNNTrainer
+from pathlib import Path
+
+import numpy as np
+
+from overlapseg.models.ccnet import CC_DEFAULTS, build_ccnet, keypoint_levels
+from overlapseg.train.base import DataRef, register
+from overlapseg.train.maskrcnn import DETECTION_DEFAULTS, InstanceData, MaskRCNNTrainer, image_tensor, to_target
 
 
 @register("ccnet")
@@ -24,3 +28,24 @@ class CCNetTrainer(MaskRCNNTrainer):
 
     def build_model(self):
         return build_ccnet(self.params, self.frozen_bn)
+
+
+def keypoint_level_summary(model_dir, data, names: list[str]) -> dict:
+    """:func:`overlapseg.models.ccnet.keypoint_levels` over images ``names`` of a canonical
+    dataset: per class and keypoint group the median ``peak`` and ``vote`` over all
+    ground-truth keypoints (``n`` of them), and the median over images of ``background``."""
+    _, net = CCNetTrainer.load(Path(model_dir))
+    pooled: dict = {}
+    for image, masks, labels in InstanceData([DataRef(Path(data), names)]).items:
+        target = to_target(masks, labels)
+        levels = keypoint_levels(net, image_tensor(image), {k: target[k] for k in ("boxes", "labels")})
+        for cls, groups in levels.items():
+            into = pooled.setdefault(cls, {"background": []})
+            into["background"].append(groups.pop("background"))
+            for group, values in groups.items():
+                for key, vals in values.items():
+                    into.setdefault(group, {}).setdefault(key, []).extend(vals)
+    return {cls: {"background": float(np.median(g.pop("background"))),
+                  **{group: {"n": len(v["peak"]), **{k: float(np.median(x)) if x else None for k, x in v.items()}}
+                     for group, v in g.items()}}
+            for cls, g in pooled.items()}

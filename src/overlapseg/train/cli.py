@@ -48,6 +48,24 @@ def cmd_predict(args) -> None:
                   args.out, args.semantic, params, args.device)
 
 
+def cmd_cc_levels(args) -> None:
+    import json
+
+    from overlapseg.train.api import _read_splits
+    from overlapseg.train.ccnet import keypoint_level_summary
+
+    summary = keypoint_level_summary(args.model_dir, args.data, _read_splits(args.splits)[args.split])
+    for cls, groups in summary.items():
+        for group in ("corner", "centre"):
+            g = groups.get(group, {})
+            print(f"{cls:9s} {group:6s} keypoints {g.get('n', 0):4d}  median heatmap peak "
+                  f"{g.get('peak') or 0:.3f}  median vote {g.get('vote') or 0:.3f}")
+        print(f"{cls:9s} background: median over images of the largest heatmap value beyond "
+              f"twice the disc radius from every keypoint {groups['background']:.3f}")
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1))
+
+
 def _source(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -98,3 +116,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, help="YAML file of inference params (thresholds)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("cc-levels", help="CC framework: heatmap peaks and Hough votes at the ground-truth "
+                                         "keypoints of a split (has the keypoint detector learned corners?)")
+    p.add_argument("--model-dir", required=True, type=Path, help="a trained ccnet model's directory")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--splits", required=True, type=Path)
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--out", type=Path, help="JSON of the medians")
+    p.set_defaults(func=cmd_cc_levels)

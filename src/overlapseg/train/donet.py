@@ -13,6 +13,9 @@ from overlapseg.train.maskrcnn import MASKRCNN_DEFAULTS, MaskRCNNTrainer
 @register("donet")
 class DoNetTrainer(MaskRCNNTrainer):
     DEFAULTS = {**MASKRCNN_DEFAULTS, **DONET_DEFAULTS}
+    # warm start from a Mask R-CNN: the MRP nucleus stage (a second RPN and RoI heads on the
+    # reweighted features) starts as the source's RPN and RoI heads instead of at random
+    INIT_ALIASES = {"nucleus_rpn.": "rpn.", "nucleus_roi_heads.": "roi_heads."}
 
     def build_model(self):
         return build_donet(self.params, self.frozen_bn)
