@@ -14,7 +14,7 @@ from overlapseg.gan.pix2pix import (PIX2PIX_DEFAULTS, additive_composite, additi
                                     pix2pix_update, render_instance_condition, sample_paired_crops,
                                     translate, translate_unit)
 from overlapseg.gan.quality import (edge_alignment, fid, instance_fraction, intensity_distance,
-                                    mean_edge_alignment, texture_statistics)
+                                    mean_edge_alignment, overlap_density_ratio, texture_statistics)
 from overlapseg.gan.step import StepOptions
 
 torch.set_num_threads(1)
@@ -339,6 +339,24 @@ def test_texture_and_instance_fraction():
         instance_fraction([])
 
 
+def test_overlap_density_ratio_sees_overlaps_drawn_like_single_cells():
+    """Two discs on a bright background: Beer-Lambert overlaps (OD_a + OD_b) give a ratio of
+    2, overlaps drawn as dark as one cell give 1, a set without overlaps gives None."""
+    yy, xx = np.mgrid[:64, :64]
+    a = (yy - 32) ** 2 + (xx - 24) ** 2 <= 144
+    b = (yy - 32) ** 2 + (xx - 40) ** 2 <= 144
+    cell_od = 0.4
+    beer_lambert = 0.9 * np.exp(-cell_od * (a.astype(float) + b))
+    flat = np.where(a | b, 0.9 * np.exp(-cell_od), 0.9)
+    masks = np.stack([a, b])
+    assert overlap_density_ratio([beer_lambert], [masks]) == pytest.approx(2.0, rel=1e-3)
+    assert overlap_density_ratio([flat], [masks]) == pytest.approx(1.0, rel=1e-3)
+    assert overlap_density_ratio([flat], [masks[:1]]) is None
+    # pooled over images; images without an overlap region are skipped
+    assert overlap_density_ratio([beer_lambert, flat[:, :40]], [masks, masks[:1, :, :40]]) == \
+        pytest.approx(2.0, rel=1e-3)
+
+
 def test_fid_is_never_made_up(tmp_path):
     imgs = [np.zeros((32, 32), np.uint8)] * 3
     value, note = fid(imgs, imgs, tmp_path / "missing.pth")
@@ -380,6 +398,8 @@ def test_gan_report_quality_and_side_by_side_figure(tmp_path):
     assert summary["with_instances_real"] == summary["with_instances_generated"] == 1.0
     assert summary["texture_real"]["glcm_contrast"] > 0 and set(summary["texture_generated"]) == \
         {"glcm_contrast", "glcm_homogeneity"}
+    # one cell per image: no overlaps to measure
+    assert summary["overlap_density_ratio_real"] is None and summary["overlap_density_ratio_generated"] is None
     for condition, category in (("composite", None), ("mask", None), (None, "nucleus")):
         png, pdf = tmp_path / f"{category}{condition}.png", tmp_path / f"{category}{condition}.pdf"
         side_by_side_figure(real, ["real0", "real1"], fake, condition, png, pdf, n=2, category=category)

@@ -12,6 +12,10 @@ when an Inception weights file is present (never a made-up number).
 * :func:`edge_alignment` - fraction of mask boundary pixels lying on strong image gradients,
   next to the chance level (do generated images keep their masks' outlines? This is what makes
   them usable training data, ``004`` Sec. II-C, Fig. 3f);
+* :func:`overlap_density_ratio` - mean optical density where cells overlap over that of single
+  cells (a real overlap absorbs about what its cells absorb together: well above 1; about 1
+  means a generator draws overlaps like single cells, the copy-paste + pix2pix failure of
+  issue 28);
 * :func:`fid` - Frechet Inception Distance (thesis Sec. 5.6 tracked it during training) with
   pytorch-fid or torch-fidelity and a local weights file, else ``(None, "not computed: ...")``.
 """
@@ -81,6 +85,31 @@ def instance_fraction(instance_counts: Sequence[int]) -> float:
     if not len(instance_counts):
         raise ValueError("instance_fraction needs at least one image")
     return float(np.mean([int(c) > 0 for c in instance_counts]))
+
+
+def overlap_density_ratio(images: Sequence[np.ndarray], cell_masks: Sequence[np.ndarray],
+                          min_pixels: int = 50) -> float | None:
+    """Pooled mean optical density of pixels covered by two or more cells over that of pixels
+    covered by exactly one (``cell_masks``: per image an (N, H, W) stack of cell masks).
+
+    OD = -ln(I / I0), with I0 the median grey level of the image's uncovered pixels (its
+    background). Images lacking ``min_pixels`` of either region or of background are skipped;
+    None when none is left (a set without overlaps has no such ratio)."""
+    sums = np.zeros(2)
+    counts = np.zeros(2)
+    for image, masks in zip(images, cell_masks):
+        grey = _grey(image)
+        cover = np.asarray(masks, bool).sum(axis=0) if len(masks) else np.zeros(grey.shape, int)
+        single, overlap, background = cover == 1, cover >= 2, cover == 0
+        if min(single.sum(), overlap.sum(), background.sum()) < min_pixels:
+            continue
+        od = -np.log(np.clip(grey, 1e-3, None) / max(float(np.median(grey[background])), 1e-3))
+        for k, region in enumerate((single, overlap)):
+            sums[k] += od[region].sum()
+            counts[k] += region.sum()
+    if not counts.all() or sums[0] <= 0:
+        return None
+    return float((sums[1] / counts[1]) / (sums[0] / counts[0]))
 
 
 def edge_alignment(image: np.ndarray, masks: np.ndarray, tolerance: int = 1,

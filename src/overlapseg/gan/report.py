@@ -20,7 +20,7 @@ from overlapseg.gan.coarse_to_fine import labels_from_masks
 from overlapseg.gan.layouts import render_category
 from overlapseg.gan.pix2pix import condition_image, instance_boundaries
 from overlapseg.gan.quality import (fid, instance_fraction, intensity_distance, mean_edge_alignment,
-                                    texture_statistics)
+                                    overlap_density_ratio, texture_statistics)
 from overlapseg.utils.io import write_json
 
 
@@ -34,7 +34,7 @@ def quality_summary(real_dir, real_names: Sequence[str], synth_dir,
                     fid_weights: str | os.PathLike | None = None, category: str = "cytoplasm") -> dict:
     """Quality numbers of the generated set next to the same numbers of the real images:
     grey-level histogram distance, GLCM texture, fraction of images with at least one instance
-    (any category), edge alignment with the masks of ``category`` (the one a coarse-to-fine
+    (any category), optical density of cytoplasm overlaps over single cells, edge alignment with the masks of ``category`` (the one a coarse-to-fine
     generator annotates), and FID when possible."""
     real_ds, synth_ds = CanonicalDataset(real_dir), CanonicalDataset(synth_dir)
     real = [_grey_uint8(real_ds.load_image(n)) for n in real_names]
@@ -56,7 +56,16 @@ def quality_summary(real_dir, real_names: Sequence[str], synth_dir,
                 [len(real_ds.annotations(n)) for n in real_names]), 6),
             "edge_alignment_generated": rounded(mean_edge_alignment(fake, masks_fake)),
             "edge_alignment_real": rounded(mean_edge_alignment(real, masks_real)),
+            # cytoplasm overlaps darker than single cells (None: no image with overlaps)
+            "overlap_density_ratio_generated": _maybe_round(overlap_density_ratio(
+                fake, [synth_ds.masks(n, "cytoplasm") for n in synth_ds.names])),
+            "overlap_density_ratio_real": _maybe_round(overlap_density_ratio(
+                real, [real_ds.masks(n, "cytoplasm") for n in real_names])),
             "fid": value, "fid_note": note}
+
+
+def _maybe_round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def write_quality(path, **kwargs) -> dict:
