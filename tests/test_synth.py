@@ -133,6 +133,11 @@ def test_few_but_heavily_overlapping_cells_are_not_discrete(tmp_path):
         [three, flat_sample("one", [(20, 20)])], tmp_path / "d"))
     assert select_pool(ds, ds.names, "discrete") == ["one"]
     assert select_pool(ds, ds.names, "aggregated") == ["three"]
+    # a split of clumps only: one line naming the rule and the knobs, not an empty CCCE set
+    with pytest.raises(DataError, match=r"no source images in pool 'discrete' among 1 candidates "
+                                        r"\(discrete: <= 3 cells, each at most 0.1 covered by others; "
+                                        r"raise synth.ccce max_overlap_ratio or max_cells_discrete\)"):
+        load_sources(ds.root, ["three"], CCCEConfig(max_overlap_ratio=0.1))
 
 
 def _read_all(path):

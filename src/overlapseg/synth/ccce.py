@@ -215,8 +215,12 @@ def load_sources(data_dir: str | os.PathLike, names: Sequence[str] | None, cfg: 
     names = ds.names if names is None else list(names)
     chosen = select_pool(ds, names, pool or cfg.pool, cfg.max_cells_discrete, cfg.max_overlap_ratio)
     if not chosen:
-        raise DataError(ds.annotation_file, f"no source images in pool {pool or cfg.pool!r} "
-                        f"among {len(names)} candidates")
+        which = pool or cfg.pool
+        hint = (f" (discrete: <= {cfg.max_cells_discrete} cells, each at most "
+                f"{cfg.max_overlap_ratio:g} covered by others; raise synth.ccce max_overlap_ratio "
+                f"or max_cells_discrete)" if which == "discrete" else "")
+        raise DataError(ds.annotation_file, f"no source images in pool {which!r} "
+                        f"among {len(names)} candidates{hint}")
     return [load_source(ds.sample(nm), bg_percentile=cfg.bg_percentile) for nm in chosen]
 
 
