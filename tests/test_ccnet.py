@@ -461,3 +461,42 @@ def test_cacs_trains_on_jittered_ground_truth_boxes():
     exact.cacs.roi_features = lambda features, boxes: (seen.append(boxes), exact_roi(features, boxes))[1]
     exact(images, targets)
     assert all(torch.equal(b, t["boxes"]) for b, t in zip(seen[0], targets))
+
+
+def test_cc_levels_command_summarises_a_split(tmp_path, capsys):
+    """``overlapseg cc-levels``: medians per class and keypoint group over a split's ground
+    truth, printed and written as JSON (an untrained model: levels near the 0.01 prior)."""
+    import json
+
+    import numpy as np
+
+    from overlapseg.cli import main
+    from overlapseg.data.canonical import Instance, Sample, write_canonical_dataset
+    from overlapseg.train.base import MODEL_FORMAT, get_trainer
+
+    klass = get_trainer("ccnet")
+    trainer = klass({**klass.SMOKE_PARAMS, "image_size": 64})
+    model_dir = tmp_path / "cc"
+    model_dir.mkdir()
+    torch.save({"format": MODEL_FORMAT, "trainer": "ccnet", "params": trainer.params, "seed": 0,
+                "state_dict": trainer.build_model().state_dict()}, model_dir / "model.pt")
+    yy, xx = np.mgrid[:64, :64]
+    samples = []
+    for i in range(2):
+        cell = (yy - 30) ** 2 + (xx - 28 - 3 * i) ** 2 <= 225
+        nucleus = (yy - 30) ** 2 + (xx - 28 - 3 * i) ** 2 <= 16
+        image = np.where(cell, 140, 220).astype(np.uint8)
+        samples.append(Sample(f"img{i}", image, [Instance(cell, "cytoplasm"), Instance(nucleus, "nucleus", 0)]))
+    data = write_canonical_dataset(samples, tmp_path / "data")
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": ["img0", "img1"], "test": []}))
+    out = tmp_path / "levels.json"
+    assert main(["cc-levels", "--model-dir", str(model_dir), "--data", str(data),
+                 "--splits", str(splits), "--out", str(out)]) in (0, None)
+    summary = json.loads(out.read_text())
+    for cls in ("cytoplasm", "nucleus"):
+        assert summary[cls]["corner"]["n"] == 4 * 2 and summary[cls]["centre"]["n"] == 2
+        assert 0 <= summary[cls]["corner"]["peak"] < 0.2  # the focal-loss prior, untrained
+        assert 0 <= summary[cls]["background"] <= 1
+    printed = capsys.readouterr().out
+    assert "cytoplasm corner keypoints    8  median heatmap peak" in printed
