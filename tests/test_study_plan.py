@@ -102,6 +102,17 @@ def test_plan_scopes_params_to_what_each_job_reads(profile):
     assert plan.runs == ["m_a_seed0", "m_a_seed1", "m_b", "m_pool"]
 
 
+def test_captions_state_the_training_mix_of_rows_with_several_sources(profile):
+    study = resolve_profile(profile)
+    study["experiments"]["m_mix"] = {**study["experiments"]["m_b"], "label": "B + gen",
+                                     "inputs": {"sources": ["original", "p"], "mix": [1, 1]}}
+    plan = StudyPlan(study, exists=lambda p: False, warn=lambda m: None)
+    notes = plan.caption_info("d", ["m_b", "m_mix"])["notes"]
+    assert notes[0] == f"Training mix (images drawn per source): 'B + gen' {plan.mix_caption('m_mix')}."
+    assert plan.mix_caption("m_mix").endswith("1:1")
+    assert plan.caption_info("d", ["m_b"])["notes"] == []  # one source: nothing to say
+
+
 def test_run_summary_lists_outputs_skipped_data_and_wall_time(profile, tmp_path, monkeypatch):
     study = resolve_profile(profile)
     plan = StudyPlan(study, exists=lambda p: False, warn=lambda m: None)

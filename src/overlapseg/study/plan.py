@@ -288,8 +288,8 @@ class StudyPlan:
 
     def caption_info(self, dataset: str, names) -> dict:
         """``caption_info`` of a table (overlapseg.report.captions): the test dataset, its format
-        and split preset, each row's resolved training budget (smoke-test rows flagged) and the
-        profile's caption notes."""
+        and split preset, each row's resolved training budget (smoke-test rows flagged), the
+        training mix of rows with several sources, and the profile's caption notes."""
         from overlapseg.report.captions import caption_rows
         from overlapseg.train.base import get_trainer
 
@@ -297,10 +297,14 @@ class StudyPlan:
         resolved = {e: {**self.experiments[e], "params": get_trainer(self.experiments[e]["model"])
                         .resolve_params(self.experiments[e].get("params"))} for e in names}
         smoke = {e for e in names if self.experiments[e].get("smoke")}
+        # rows trained on several sources: their sampling weights (issue 28: captions show them)
+        mixes = [f"'{self.label(e)}' {self.mix_caption(e)}" for e in names
+                 if len(self.inputs(e)["sources"]) > 1]
+        notes = ([f"Training mix (images drawn per source): {'; '.join(mixes)}."] if mixes else [])
         return {"dataset": dataset, "format": ds.get("format"),
                 "preset": (ds.get("splits") or {}).get("preset"),
                 "rows": caption_rows(resolved, names, smoke=smoke),
-                "notes": list(self.config["report"].get("caption_notes") or [])}
+                "notes": notes + list(self.config["report"].get("caption_notes") or [])}
 
     def semantic_from_instances(self, name: str) -> bool:
         """Whether an experiment's pixel metrics come from its instance predictions above the
