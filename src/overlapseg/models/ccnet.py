@@ -610,8 +610,8 @@ def keypoint_levels(model: CCNet, image: torch.Tensor, target: dict[str, torch.T
     boxes, labels = targets[0]["boxes"], targets[0]["labels"]
     # "background": farther than twice the disc radius from every keypoint of the channel
     near = kp.keypoint_targets(boxes, labels, classes, (hc, wc), stride, 2 * radius)["heatmap"]
-    gy, gx = torch.meshgrid(torch.arange(hc, dtype=heat.dtype), torch.arange(wc, dtype=heat.dtype),
-                            indexing="ij")
+    gy, gx = torch.meshgrid(torch.arange(hc, dtype=heat.dtype, device=heat.device),
+                            torch.arange(wc, dtype=heat.dtype, device=heat.device), indexing="ij")
     out = {}
     for c, name in enumerate(("cytoplasm", "nucleus")[:classes]):
         points = kp.box_keypoints(boxes[labels == c + 1]) / stride  # (n, 5, 2) in cells

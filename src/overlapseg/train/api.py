@@ -28,7 +28,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def _read_splits(path) -> dict[str, list[str]]:
+def read_splits(path) -> dict[str, list[str]]:
     from overlapseg.utils.io import read_json
 
     splits = read_json(path)
@@ -57,7 +57,7 @@ def build_inputs(data, splits, sources: Sequence[str] = (ORIGINAL,),
     or the warm-start source's ``model.pt``). Each source's annotation scope (the categories
     it annotates, ``DataRef.annotated``) comes from its dataset's ``info.annotated``.
     """
-    split = _read_splits(splits)
+    split = read_splits(splits)
     train_names = list(split["train"])
     if pool != "all":
         from overlapseg.data.canonical import CanonicalDataset
@@ -102,7 +102,7 @@ def train_experiment(model: str, out_model, params: dict, seed: int, inputs: Tra
 def predict_split(model: str, model_file, data, splits, split: str, out_json, semantic_dir,
                   params: dict, device: str = "auto") -> None:
     """COCO results + semantic maps of one split with the model in ``model_file``'s folder."""
-    names = _read_splits(splits)[split]
+    names = read_splits(splits)[split]
     predict_data(Path(model_file).parent, DataRef(Path(data), names), out_json, semantic_dir,
                  params, device, expected=model)
 
@@ -113,7 +113,7 @@ def predict_splits(model: str, model_file, data, splits, outputs: dict, params: 
     name to its (COCO results JSON, semantic folder)."""
     from overlapseg.train.base import Trainer  # noqa: F401 - the registry
 
-    names = _read_splits(splits)
+    names = read_splits(splits)
     trainer, net = get_trainer(model).load(Path(model_file).parent, resolve_device(device), params)
     for split, (out_json, semantic_dir) in outputs.items():
         trainer.predict(net, DataRef(Path(data), names[split]), Path(out_json), Path(semantic_dir))

@@ -35,17 +35,21 @@ def keypoint_level_summary(model_dir, data, names: list[str]) -> dict:
     dataset: per class and keypoint group the median ``peak`` and ``vote`` over all
     ground-truth keypoints (``n`` of them), and the median over images of ``background``."""
     _, net = CCNetTrainer.load(Path(model_dir))
-    pooled: dict = {}
+    values: dict = {}  # (class, group, key) -> values over the split; (class, "background") -> per image
     for image, masks, labels in InstanceData([DataRef(Path(data), names)]).items:
         target = to_target(masks, labels)
         levels = keypoint_levels(net, image_tensor(image), {k: target[k] for k in ("boxes", "labels")})
         for cls, groups in levels.items():
-            into = pooled.setdefault(cls, {"background": []})
-            into["background"].append(groups.pop("background"))
-            for group, values in groups.items():
-                for key, vals in values.items():
-                    into.setdefault(group, {}).setdefault(key, []).extend(vals)
-    return {cls: {"background": float(np.median(g.pop("background"))),
-                  **{group: {"n": len(v["peak"]), **{k: float(np.median(x)) if x else None for k, x in v.items()}}
-                     for group, v in g.items()}}
-            for cls, g in pooled.items()}
+            values.setdefault((cls, "background"), []).append(groups["background"])
+            for group in ("corner", "centre"):
+                for key in ("peak", "vote"):
+                    values.setdefault((cls, group, key), []).extend(groups[group][key])
+    summary: dict = {}
+    for (cls, *where), vals in values.items():
+        median = float(np.median(vals)) if vals else None
+        if where == ["background"]:
+            summary.setdefault(cls, {})["background"] = median
+        else:
+            group = summary.setdefault(cls, {}).setdefault(where[0], {"n": len(vals)})
+            group[where[1]] = median
+    return summary

@@ -51,10 +51,10 @@ def cmd_predict(args) -> None:
 def cmd_cc_levels(args) -> None:
     import json
 
-    from overlapseg.train.api import _read_splits
+    from overlapseg.train.api import read_splits
     from overlapseg.train.ccnet import keypoint_level_summary
 
-    summary = keypoint_level_summary(args.model_dir, args.data, _read_splits(args.splits)[args.split])
+    summary = keypoint_level_summary(args.model_dir, args.data, read_splits(args.splits)[args.split])
     for cls, groups in summary.items():
         for group in ("corner", "centre"):
             g = groups.get(group, {})
