@@ -6,7 +6,8 @@ import torch
 
 from overlapseg.gan.coarse_to_fine import (COARSE_TO_FINE_DEFAULTS, adjacency, assign_colours,
                                            boxes_from_labels, boxes_from_ovals,
-                                           coarse_to_fine_masks, decode_colour_mask,
+                                           coarse_to_fine_masks, colour_mask_foreground,
+                                           decode_colour_mask,
                                            encode_colour_mask, k_terminal_cut, labels_from_masks,
                                            oval_intensity, palette, render_ovals, render_points,
                                            seed_points, stage1_pair, stage2_pair)
@@ -161,11 +162,35 @@ def test_every_decoded_instance_lies_on_generated_foreground():
     for image in (generated, noisy):
         centres = np.array([[20, 20], [36, 30], [5, 60]], float)
         labels = decode_colour_mask(image, centres, np.full((3, 2), 20.0), min_pixels=3)
-        foreground = (image[:3].max(0) > 0.5) | (image[3] > 0.5)
+        _, _, foreground = colour_mask_foreground(image)  # the processed (closed) mask
         assert labels.max() > 0
         assert not (labels > 0)[~foreground].any()
         for k in range(1, labels.max() + 1):  # consecutive labels, none empty
             assert (labels == k).any()
+
+
+def test_decoding_joins_striped_rows_and_drops_specks_without_a_box():
+    """An undertrained stage 2 draws a nucleus with every other row dark (measured at the CPU
+    budget): decoded without processing, that is one instance per row. The grey closing makes
+    it one instance; a generator speck without a box centre is dropped, an added
+    nucleus-sized blob is kept."""
+    shape = (64, 64)
+    nucleus = _disc(shape, (20, 20), 9)
+    blob = _disc(shape, (45, 45), 8)   # no box centre, nucleus-sized: an added instance
+    speck = _disc(shape, (50, 10), 2)  # no box centre, 13 px
+    image = np.zeros((4,) + shape, np.float32)
+    image[1][nucleus | blob | speck] = 0.9
+    image[1, ::2] *= 0.05  # dark stripes
+    centres, sizes = np.array([[20.0, 20.0]]), np.array([[18.0, 18.0]])
+    raw = decode_colour_mask(image, centres, sizes, close_radius=0, min_extra_fraction=0.0)
+    assert raw.max() > 5  # the defect: stripes as instances
+    labels = decode_colour_mask(image, centres, sizes)
+    assert labels.max() == 2
+    assert _iou(labels == labels[20, 20], nucleus) > 0.85
+    assert _iou(labels == labels[45, 45], blob) > 0.85
+    assert labels[50, 10] == 0
+    with pytest.raises(ValueError, match="close_radius"):
+        colour_mask_foreground(image, close_radius=-1)
 
 
 def _adam_pair(nets, lr):

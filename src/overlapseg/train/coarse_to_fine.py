@@ -29,7 +29,8 @@ from scipy import ndimage
 from torch import nn
 
 from overlapseg.gan.coarse_to_fine import (COARSE_TO_FINE_DEFAULTS, SEED_PROCESSES,
-                                           coarse_to_fine_masks, masks_from_labels, render_ovals,
+                                           coarse_to_fine_masks, colour_mask_foreground,
+                                           masks_from_labels, render_ovals,
                                            render_points, seed_points, stage2_pair)
 from overlapseg.gan.layouts import RealLayouts, pad_to, random_flips
 from overlapseg.gan.pix2pix import to_network_range
@@ -184,8 +185,8 @@ class CoarseToFineTrainer(LayoutGenerator):
         condition, cells = self.render(real, masks, shape, rng)
         image = self.translate_image(model["stage3"]["G"], condition, torch_seed,
                                      bool(p["dropout_at_inference"]))[0]
-        colour = seen["mask_image"]
-        foreground = (colour[:3].max(axis=0) > c2f["fg_threshold"]) | (colour[3] > c2f["boundary_threshold"])
+        _, _, foreground = colour_mask_foreground(seen["mask_image"], c2f["fg_threshold"],
+                                                  c2f["boundary_threshold"], c2f["close_radius"])
         return {"points": points, "point_image": point_image, "centres": centres, "sizes": sizes,
                 **seen, "foreground": foreground, "labels": labels, "masks": masks, "cells": cells,
                 "condition": condition, "image": image}
