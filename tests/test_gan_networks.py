@@ -2,6 +2,7 @@
 inference as in training (issue 28), conditionings (the additive composite of real overlaps,
 issue 28), crops, and the weight-free quality statistics."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -322,6 +323,14 @@ def test_intensity_distance_and_edge_alignment():
     both = mean_edge_alignment([image, image], [masks, masks])
     assert both["alignment"] == pytest.approx(good["alignment"])
     assert both["n_boundary"] == 2 * good["n_boundary"]
+    # no boundary pixel (no masks; one mask over the whole image, as a noise generator's
+    # decoded sheet): undefined, None, which quality.json can hold (NaN made the report fail)
+    whole = np.ones((1,) + shape, bool)
+    for stack in (np.zeros((0,) + shape, bool), whole):
+        assert edge_alignment(image, stack)["alignment"] is None
+        undefined = mean_edge_alignment([image], [stack])
+        assert undefined["alignment"] is None and undefined["n_boundary"] == 0
+        json.dumps(undefined, allow_nan=False)
 
 
 def test_texture_and_instance_fraction():

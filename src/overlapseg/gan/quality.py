@@ -113,13 +113,15 @@ def overlap_density_ratio(images: Sequence[np.ndarray], cell_masks: Sequence[np.
 
 
 def edge_alignment(image: np.ndarray, masks: np.ndarray, tolerance: int = 1,
-                   percentile: float = 80.0, sigma: float = 1.0) -> dict[str, float]:
+                   percentile: float = 80.0, sigma: float = 1.0) -> dict[str, float | None]:
     """How well an image's edges follow its instance masks.
 
     Gradient magnitude of the Gaussian-smoothed grey image (``sigma``); "strong" = at or above
     its ``percentile``, widened by ``tolerance`` px. Returns ``alignment`` (fraction of the
     masks' 1-px inner boundary pixels that are strong), ``chance`` (fraction of all pixels that
-    are strong - what unrelated masks would score) and ``n_boundary``.
+    are strong - what unrelated masks would score) and ``n_boundary``; ``alignment`` is None
+    (undefined, and a valid JSON value unlike NaN) when the masks have no boundary pixel, e.g.
+    no masks or one mask covering the whole image.
     """
     grey = _grey(image)
     masks = np.asarray(masks, bool)
@@ -133,19 +135,20 @@ def edge_alignment(image: np.ndarray, masks: np.ndarray, tolerance: int = 1,
         strong = ndimage.binary_dilation(strong, iterations=tolerance)
     boundary = instance_boundaries(masks, 1) if len(masks) else np.zeros(grey.shape, bool)
     n = int(boundary.sum())
-    return {"alignment": float(strong[boundary].mean()) if n else float("nan"),
+    return {"alignment": float(strong[boundary].mean()) if n else None,
             "chance": float(strong.mean()), "n_boundary": n}
 
 
 def mean_edge_alignment(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                        **kwargs) -> dict[str, float]:
-    """Boundary-pixel-weighted :func:`edge_alignment` over an image set."""
+                        **kwargs) -> dict[str, float | None]:
+    """Boundary-pixel-weighted :func:`edge_alignment` over an image set (alignment None when
+    no image has a mask boundary)."""
     if len(images) != len(masks) or not len(images):
         raise ValueError("mean_edge_alignment needs equally many (>= 1) images and mask stacks")
     parts = [edge_alignment(im, m, **kwargs) for im, m in zip(images, masks)]
     n = sum(p["n_boundary"] for p in parts)
     aligned = sum(p["alignment"] * p["n_boundary"] for p in parts if p["n_boundary"])
-    return {"alignment": aligned / n if n else float("nan"),
+    return {"alignment": aligned / n if n else None,
             "chance": float(np.mean([p["chance"] for p in parts])), "n_boundary": n}
 
 

@@ -44,7 +44,7 @@ def quality_summary(real_dir, real_names: Sequence[str], synth_dir,
     value, note = fid(real, fake, fid_weights)
 
     def rounded(d: dict) -> dict:
-        return {k: round(float(v), 6) for k, v in d.items()}
+        return {k: None if v is None else round(float(v), 6) for k, v in d.items()}
 
     return {"n_real": len(real), "n_generated": len(fake),
             "intensity_distance": round(intensity_distance(real, fake), 6),
