@@ -191,6 +191,8 @@ def test_decoding_joins_striped_rows_and_drops_specks_without_a_box():
     assert labels[50, 10] == 0
     with pytest.raises(ValueError, match="close_radius"):
         colour_mask_foreground(image, close_radius=-1)
+    with pytest.raises(ValueError, match="min_extra_fraction"):
+        decode_colour_mask(image, centres, sizes, min_extra_fraction=-0.5)
 
 
 def _adam_pair(nets, lr):

@@ -276,3 +276,10 @@ def test_cells_around_generated_nuclei_follow_the_real_pairs(dataset):
     np.testing.assert_array_equal(cells, again)
     only = RealLayouts([(dataset, TRAIN)], "cytoplasm")
     assert not only.templates and not only.cells
+
+
+@pytest.mark.parametrize("bad, message", [({"close_radius": -1}, "c2f.close_radius"),
+                                          ({"min_extra_fraction": 1.5}, "c2f.min_extra_fraction")])
+def test_bad_decoding_params_fail_before_training(bad, message):
+    with pytest.raises(ValueError, match=message):
+        CoarseToFineTrainer({"c2f": bad}, 0, "cpu")

@@ -432,7 +432,8 @@ def colour_mask_foreground(mask_image: np.ndarray, fg_threshold: float = 0.5,
         raise ValueError(f"close_radius must be >= 0, got {close_radius}")
     colour, boundary = image[:3], image[3] > boundary_threshold
     if close_radius:  # colour only: the boundary class keeps separating touching instances
-        colour = ndimage.grey_closing(colour, size=(1,) + (2 * int(close_radius) + 1,) * (image.ndim - 1))
+        size = (1,) + (2 * int(close_radius) + 1,) * (image.ndim - 1)
+        colour = ndimage.grey_closing(colour, size=size)
     return colour, boundary, (colour.max(axis=0) > fg_threshold) | boundary
 
 
@@ -464,6 +465,8 @@ def decode_colour_mask(mask_image: np.ndarray, centres: np.ndarray | None = None
         sizes = np.asarray(sizes, np.float64).reshape(-1, ndim)
         if len(sizes) != len(centres):
             raise ValueError(f"{len(centres)} centres but {len(sizes)} sizes")
+    if not 0.0 <= min_extra_fraction <= 1.0:
+        raise ValueError(f"min_extra_fraction must be in [0, 1], got {min_extra_fraction}")
     min_extra = int(min_pixels)
     if sizes is not None and len(sizes):
         oval_volume = np.pi / 4 if ndim == 2 else np.pi / 6  # ellipse / ellipsoid in its box

@@ -71,6 +71,11 @@ class CoarseToFineTrainer(LayoutGenerator):
         if p["c2f"]["process"] not in SEED_PROCESSES:
             raise ValueError(f"{cls.name} param c2f.process={p['c2f']['process']!r}: "
                              f"{' | '.join(SEED_PROCESSES)}")
+        c2f = p["c2f"]
+        if not isinstance(c2f["close_radius"], int) or c2f["close_radius"] < 0:
+            raise ValueError(f"{cls.name} param c2f.close_radius={c2f['close_radius']!r}: integer >= 0")
+        if not 0.0 <= float(c2f["min_extra_fraction"]) <= 1.0:
+            raise ValueError(f"{cls.name} param c2f.min_extra_fraction={c2f['min_extra_fraction']!r}: in [0, 1]")
         if not isinstance(p["min_box_pixels"], int) or p["min_box_pixels"] < 0:
             raise ValueError(f"{cls.name} param min_box_pixels={p['min_box_pixels']!r}: integer >= 0")
 
