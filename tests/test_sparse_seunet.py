@@ -63,6 +63,10 @@ def test_defaults_follow_the_thesis_on_top_of_seunet():
     ({"match_lambda": 1.5}, "match_lambda"),
     ({"n_instances": 0}, "n_instances"),
     ({"accumulate": 0}, "accumulate"),
+    ({"input_scale": 0}, "input_scale"),
+    ({"input_scale": -0.5}, "input_scale"),
+    ({"input_scale": True}, "input_scale"),
+    ({"input_scale": "half"}, "input_scale"),
 ])
 def test_bad_params_are_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -299,6 +303,56 @@ def test_tiled_prediction_returns_each_cell_once_and_whole():
         predict_instances(model, image, {**p, "tile": 30, "stride": 15})
     with pytest.raises(ValueError, match=r"\(H, W\) grey image"):
         predict_instances(model, image[None], p)
+
+
+def test_input_scale_predicts_at_the_network_scale_and_returns_masks_at_the_image_size():
+    yy, xx = np.mgrid[:90, :90]
+    centres = [(20, 20), (22, 62), (64, 40)]
+    image = np.full((90, 90), 0.9, np.float32)
+    cells = []
+    # levels whose 2x2 averages with the background match no level (no border instances)
+    for (cy, cx), level in zip(centres, GreyLevelModel.LEVELS[1::2]):
+        cell = (yy - cy) ** 2 + (xx - cx) ** 2 <= 14 ** 2
+        image[cell] = level
+        cells.append(cell)
+    model, seen = GreyLevelModel(), []
+    forward = model.forward
+    model.forward = lambda x, origin=None: seen.append(tuple(x.shape[-2:])) or forward(x, origin)
+    p = sparse_params({**TINY, "score_threshold": 0.5, "input_scale": 0.5})
+    found = predict_instances(model, image, p)
+    assert seen == [(48, 48)]           # 45 px (90 x 0.5) padded to the stride 4
+    assert len(found) == len(cells)
+    for mask, _, _ in found:
+        assert mask.shape == image.shape
+        iou = max((mask & c).sum() / (mask | c).sum() for c in cells)
+        assert iou > 0.8                # the disc's border pixels are mixed at half scale
+    seen.clear()
+    assert len(predict_instances(model, image, {**p, "input_scale": 1.0})) == len(cells)
+    assert seen == [(92, 92)]
+
+
+def test_trainer_resamples_images_and_instance_masks_by_input_scale(tmp_path):
+    from overlapseg.data.canonical import Instance, Sample, write_canonical_dataset
+    from overlapseg.train.base import DataRef
+    from overlapseg.train.sparse_seunet import SparseSEUNetTrainer
+    yy, xx = np.mgrid[:64, :64]
+    big = (yy - 20) ** 2 + (xx - 24) ** 2 <= 12 ** 2
+    speck = (yy == 50) & (xx == 50)     # one pixel: gone at half scale
+    image = np.full((64, 64), 220, np.uint8)
+    image[big] = 120
+    root = write_canonical_dataset([Sample("a", image, [Instance(big, "cytoplasm"),
+                                                        Instance(speck, "cytoplasm")])],
+                                   tmp_path / "data")
+    params = {**SparseSEUNetTrainer.SMOKE_PARAMS, "input_scale": 0.5, "crop": 32, "threads": 1}
+    trainer = SparseSEUNetTrainer(params, 0, "cpu")
+    data = trainer.load_data([DataRef(root, ["a"])])
+    stack, labels = data.items[0]
+    assert stack.shape == (3, 32, 32) and list(labels) == [1, 1]
+    assert set(np.unique(stack[1:])) <= {0.0, 1.0}
+    assert abs(stack[1].sum() - big.sum() / 4) < 0.1 * big.sum() / 4 and stack[2].sum() == 0
+    x, targets, _, origins = trainer.sample_batch(data, np.random.default_rng(0))
+    assert x.shape == (2, 1, 32, 32) and origins.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert [len(t["labels"]) for t in targets] == [1, 1]      # the vanished speck is dropped
 
 
 def test_training_is_bitwise_reproducible():

@@ -37,7 +37,10 @@ coordinates (:func:`coordinates`); ``coord_unit`` 0 keeps SparseInst's per-input
 Further, branch convs are conv + ReLU without norm, class logits and activation
 maps start at the focal-loss prior 0.01, loss weights are SparseInst's (cls 2, Dice 2, BCE 5).
 Ground-truth labels are the project's category ids (1 cytoplasm, 2 nucleus), class channel
-``label - 1``.
+``label - 1``. ``input_scale`` resamples images before the network, in training and at test
+(SparseInst resizes its inputs too): activation maps learn to separate instances when each
+training window holds whole cells, and the branches run at full resolution, so large cells
+(ISBI cytoplasm: ~14,000 px at 512 px) are cheaper and learnable on whole, shrunk images.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ from torchvision.ops import sigmoid_focal_loss
 from overlapseg.data.canonical import CATEGORY_IDS
 from overlapseg.maps.losses import MODES as FOCAL_MODES
 from overlapseg.maps.losses import recalibrated_focal_loss
+from overlapseg.models.scale import resample, resize_mask
 from overlapseg.models.scope import class_scope
 from overlapseg.models.seunet import SEUNET_MODEL_DEFAULTS, Decoder, SEConvBlock
 from overlapseg.models.sliding_window import tile_starts
@@ -68,6 +72,9 @@ _SPARSE_KEYS: dict = {
     "coord_features": True,       # append (x, y) coordinates to the branch inputs (SparseInst)
     "coord_unit": None,           # px per coordinate half-range; null: the trainer's crop;
                                   # 0: per input in [-1, 1] (SparseInst on whole images)
+    "input_scale": 1.0,           # images are resampled by this factor before the network, in
+                                  # training and at test (masks back to the image's size);
+                                  # crop, tile, stride and coord_unit are in resampled pixels
     "prior_prob": 0.01,           # initial class / activation probability (focal-loss prior)
     # variants (Sec. 5.7)
     "overlap_head": False,        # parallel overlap decoder, features joined before the fork
@@ -125,6 +132,9 @@ def check_sparse_params(p: dict) -> None:
             raise ValueError(f"{key} must be in [0, 1], got {p[key]}")
     if not 0.0 < float(p["prior_prob"]) < 1.0:
         raise ValueError(f"prior_prob must be in (0, 1), got {p['prior_prob']}")
+    scale = p.get("input_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < float(scale) <= 4:
+        raise ValueError(f"input_scale must be a number in (0, 4], got {scale!r}")
     if p.get("coord_unit") is not None and float(p["coord_unit"]) < 0:
         raise ValueError(f"coord_unit must be >= 0 px (0: per-input coordinates), got {p['coord_unit']}")
     if p["attention_map"] and not p["overlap_head"]:
@@ -554,7 +564,9 @@ def predict_instances(model: SparseSEUNet, gray: np.ndarray, p: dict
                       ) -> list[tuple[np.ndarray, float, int]]:
     """Instances ``(mask bool (H, W), score, category id)`` of one grey image, best first.
 
-    The image is padded (mirrored) to a multiple of the network stride. Larger than ``tile``
+    With ``input_scale`` != 1 the image is first resampled by it (the scale the network was
+    trained at) and each mask resized back. The image is padded (mirrored) to a multiple of
+    the network stride. Larger than ``tile``
     (a multiple of the stride; null = never tile), it is cut into tiles every ``stride``
     pixels; a tile keeps the instances whose centroid lies in its share of the overlaps, so
     each cell is taken from the tile that sees it most centrally. Instances whose centroid is
@@ -565,6 +577,11 @@ def predict_instances(model: SparseSEUNet, gray: np.ndarray, p: dict
         raise ValueError(f"expected a non-empty (H, W) grey image, got shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise ValueError("grey image contains NaN or infinite values")
+    factor = float(p.get("input_scale", 1.0))
+    if factor != 1.0:  # the network's pixel scale; masks go back to the image's
+        found = predict_instances(model, resample(gray, factor), {**p, "input_scale": 1.0})
+        back = [(resize_mask(mask, gray.shape), score, cat) for mask, score, cat in found]
+        return [item for item in back if item[0].any()]
     h, w = gray.shape
     stride = model.stride
     tile = p.get("tile")

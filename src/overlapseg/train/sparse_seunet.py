@@ -14,6 +14,7 @@ import torch
 
 from overlapseg.data.canonical import CATEGORY_IDS, CanonicalDataset, DataError
 from overlapseg.data.preprocess import to_float_gray
+from overlapseg.models.scale import resample
 from overlapseg.models.scope import SCOPE_KEY, scope_tensor
 from overlapseg.models.sparse_seunet import (SPARSE_DEFAULTS, build_sparse_seunet,
                                              check_sparse_params, predict_instances, sparse_losses)
@@ -25,7 +26,7 @@ from overlapseg.train.seunet import SEUNET_DEFAULTS, SEUNetTrainer, _load_map, a
 class InstanceStacks:
     """Per image: a float32 stack (image, one plane per instance [, overlap map]) and labels."""
 
-    def __init__(self, refs: list[DataRef], map_variant: str | None):
+    def __init__(self, refs: list[DataRef], map_variant: str | None, input_scale: float = 1.0):
         self.items: list[tuple[np.ndarray, np.ndarray]] = []
         self.scopes: list[tuple[str, ...]] = []  # categories each item's source annotates
         self.with_map = map_variant is not None
@@ -50,8 +51,10 @@ class InstanceStacks:
                         from overlapseg.maps.overlap_maps import image_maps
                         prob = image_maps(ds, name, map_variant)["prob"].astype(np.float32)
                     planes.append(prob[None])
-                self.items.append((np.concatenate(planes).astype(np.float32),
-                                   np.asarray(labels, np.int64)))
+                stack = np.concatenate(planes).astype(np.float32)
+                if input_scale != 1.0:  # the network's pixel scale (masks re-binarised)
+                    stack = resample_stack(stack, input_scale, n_masks=len(labels))
+                self.items.append((stack, np.asarray(labels, np.int64)))
                 self.scopes.append(scope)
             self.source_sizes.append(len(self.items) - before)
         if not self.items:
@@ -59,6 +62,15 @@ class InstanceStacks:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def resample_stack(stack: np.ndarray, factor: float, n_masks: int) -> np.ndarray:
+    """(image, ``n_masks`` instance planes[, map]) resampled by ``factor``; the instance planes
+    are binarised again (>= 0.5), an instance may vanish (all zero; dropped per batch)."""
+    planes = [resample(plane, factor) for plane in stack]
+    for k in range(1, 1 + n_masks):
+        planes[k] = (planes[k] >= 0.5).astype(np.float32)
+    return np.stack(planes).astype(np.float32)
 
 
 @register("sparse_seunet")
@@ -91,7 +103,8 @@ class SparseSEUNetTrainer(SEUNetTrainer):
         return build_sparse_seunet(self.params)
 
     def load_data(self, refs: list[DataRef]) -> InstanceStacks:
-        return InstanceStacks(refs, self.inputs.map_variant if self.inputs else None)
+        return InstanceStacks(refs, self.inputs.map_variant if self.inputs else None,
+                              float(self.params["input_scale"]))
 
     def wants_validation(self) -> bool:
         return False
