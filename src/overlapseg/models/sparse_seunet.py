@@ -566,11 +566,10 @@ def predict_instances(model: SparseSEUNet, gray: np.ndarray, p: dict
 
     With ``input_scale`` != 1 the image is first resampled by it (the scale the network was
     trained at) and each mask resized back. The image is padded (mirrored) to a multiple of
-    the network stride. Larger than ``tile``
-    (a multiple of the stride; null = never tile), it is cut into tiles every ``stride``
-    pixels; a tile keeps the instances whose centroid lies in its share of the overlaps, so
-    each cell is taken from the tile that sees it most centrally. Instances whose centroid is
-    in the padding (mirror images) are dropped.
+    the network stride. Larger than ``tile`` (a multiple of the stride; null = never tile),
+    it is cut into tiles every ``stride`` pixels; a tile keeps the instances whose centroid
+    lies in its share of the overlaps, so each cell is taken from the tile that sees it most
+    centrally. Instances whose centroid is in the padding (mirror images) are dropped.
     """
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2 or gray.size == 0:
