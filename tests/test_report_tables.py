@@ -139,6 +139,13 @@ def test_caption_names_dataset_split_test_images_budgets_and_smoke_rows(tmp_path
     assert "Training (every row): seunet, 40 iterations, batch 2, from scratch, seed 0, trained on demo." in \
         table_caption("T", table, {"rows": same, "dataset": "edf"})
     assert format_init("imagenet") == "ImageNet backbone" and format_init({"file": "a/b.pth"}) == "weights file b.pth"
+    # a model that sees resampled images says so; one iteration is singular
+    shrunk = [{**r, "model": "sparse_seunet", "init": "scratch", "seeds": [0], "iterations": 1,
+               "input_scale": 0.25} for r in rows]
+    assert ("Training (every row): sparse_seunet, 1 iteration, batch 2, images resampled x0.25, "
+            "from scratch, seed 0, trained on demo.") in table_caption("T", table, {"rows": shrunk, "dataset": "edf"})
+    sparse = {"model": "sparse_seunet", "label": "S", "params": {"iterations": 3, "input_scale": 0.5}}
+    assert caption_rows({"s": sparse}, ["s"])[0]["input_scale"] == 0.5
 
 
 def test_nuclei_only_ground_truth_is_said_from_the_metrics_not_the_name(tmp_path):

@@ -66,7 +66,8 @@ def format_init(init: Any, labels: Mapping[str, str] | None = None) -> str:
 def caption_rows(experiments: Mapping[str, dict], names: Sequence[str],
                  smoke: bool | Iterable[str] = False) -> list[dict]:
     """``caption_info["rows"]`` of ``names`` from resolved experiment entries (``model``,
-    ``label``, ``train.dataset``, ``params.iterations/batch_size/init``, ``seed`` or ``seeds``).
+    ``label``, ``train.dataset``, ``params.iterations/batch_size/input_scale/init``, ``seed`` or
+    ``seeds``).
     ``smoke``: True (every row) or the names whose budget is a smoke test."""
     smoke_names = set(names) if smoke is True else set(smoke or ())
     rows = []
@@ -76,6 +77,7 @@ def caption_rows(experiments: Mapping[str, dict], names: Sequence[str],
         seeds = exp.get("seeds") or [exp.get("seed", 0)]
         rows.append({"name": name, "label": exp.get("label", name), "model": exp.get("model"),
                      "iterations": params.get("iterations"), "batch_size": params.get("batch_size"),
+                     "input_scale": params.get("input_scale"),
                      "init": params.get("init", "scratch"), "seeds": list(seeds),
                      "smoke": name in smoke_names,
                      "train_dataset": (exp.get("train") or {}).get("dataset")})
@@ -91,8 +93,11 @@ def _seeds(seeds: Sequence) -> str:
 
 def _budget(row: dict, labels: Mapping[str, str], test_dataset: str = "") -> str:
     parts = [str(row["model"]) if row.get("model") else "",
-             f"{row['iterations']} iterations" if row.get("iterations") is not None else "",
+             (f"{row['iterations']} iteration{'' if row['iterations'] == 1 else 's'}"
+              if row.get("iterations") is not None else ""),
              f"batch {row['batch_size']}" if row.get("batch_size") is not None else "",
+             (f"images resampled x{row['input_scale']:g}"
+              if row.get("input_scale") not in (None, 1, 1.0) else ""),
              format_init(row.get("init"), labels) if "init" in row else "",
              _seeds(row.get("seeds") or []),
              f"trained on {row['train_dataset']}" if row.get("train_dataset") not in (None, test_dataset) else ""]
