@@ -97,7 +97,7 @@ def _budget(row: dict, labels: Mapping[str, str], test_dataset: str = "") -> str
               if row.get("iterations") is not None else ""),
              f"batch {row['batch_size']}" if row.get("batch_size") is not None else "",
              (f"images resampled x{row['input_scale']:g}"
-              if row.get("input_scale") not in (None, 1, 1.0) else ""),
+              if row.get("input_scale") not in (None, 1) else ""),
              format_init(row.get("init"), labels) if "init" in row else "",
              _seeds(row.get("seeds") or []),
              f"trained on {row['train_dataset']}" if row.get("train_dataset") not in (None, test_dataset) else ""]
